@@ -1,0 +1,186 @@
+// Activation quantizer: bf16/fp16 rows -> NVFP4 (packed e2m1 + swizzled e4m3 block scales) and/or the exact
+// dequantized bf16 values (e2m1 * block scale) that the Hopper GEMM consumes.
+//
+// The arithmetic is the "modelopt" recipe of python/nvfp4/recipes.py (modelopt_block_quantize) step for step, in
+// fp32 with IEEE-rounded division and multiplication (no fast math, no contraction opportunities), so the bytes are
+// identical to the Python reference. One CTA owns one row, with a fixed thread count: the work a row sees never
+// depends on how many rows there are, so the quantizer is batch invariant. Grid = rows rounded up to 128 so that
+// CTAs past the last row zero the padding of the swizzled scale buffer.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "status.h"
+
+namespace nvfp4 {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kBlock = 16;
+
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+
+// max that lets NaN win and keeps it: torch.amax semantics.
+__device__ __forceinline__ float nan_max(float a, float b) { return (isnan(b) || b > a) ? b : a; }
+
+// e2m1 round-to-nearest-even with saturation; ties at 0.25/1.25/2.5/5 go down, at 0.75/1.75/3.5 go up (even code).
+__device__ __forceinline__ uint32_t e2m1_code(float q) {
+  if (isnan(q)) return 0u;
+  const float m = fabsf(q);
+  uint32_t code = (m > 0.25f) + (m >= 0.75f) + (m > 1.25f) + (m >= 1.75f) + (m > 2.5f) + (m >= 3.5f) + (m > 5.0f);
+  return code | (signbit(q) ? 8u : 0u);
+}
+
+__device__ __forceinline__ float e2m1_value(uint32_t code) {
+  const float magnitudes[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
+  const float v = magnitudes[code & 7u];
+  return (code & 8u) ? -v : v;
+}
+
+__device__ __forceinline__ int64_t swizzled_offset(int64_t row, int64_t group, int64_t groups4) {
+  return ((row / 128) * groups4 + group / 4) * 512 + (row % 32) * 16 + ((row % 128) / 32) * 4 + (group % 4);
+}
+
+// Loads one 16-element block (32 bytes, 16-byte aligned) as fp32.
+template <typename T>
+__device__ __forceinline__ void load_block(const T* p, float (&v)[kBlock]) {
+  const uint4* p4 = reinterpret_cast<const uint4*>(p);
+  uint4 raw[2] = {p4[0], p4[1]};
+  const T* e = reinterpret_cast<const T*>(raw);
+#pragma unroll
+  for (int i = 0; i < kBlock; ++i) v[i] = to_float(e[i]);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
+    const T* __restrict__ x, int64_t rows, int64_t cols, int64_t x_row_stride,
+    const float* __restrict__ static_global_scale, float* __restrict__ row_global_scale_out,
+    uint8_t* __restrict__ packed_out, uint8_t* __restrict__ scales_out, __nv_bfloat16* __restrict__ dequant_out) {
+  const int64_t row = blockIdx.x;
+  const int64_t groups = cols / kBlock;
+  const int64_t groups4 = (groups + 3) / 4;
+
+  if (row >= rows) {  // padding row of the swizzled scale buffer
+    if (scales_out != nullptr)
+      for (int64_t g = threadIdx.x; g < groups4 * 4; g += kThreads) scales_out[swizzled_offset(row, g, groups4)] = 0;
+    return;
+  }
+  const T* xr = x + row * x_row_stride;
+
+  float s2;
+  if (static_global_scale != nullptr) {
+    s2 = *static_global_scale;
+  } else {
+    // Per-token decode scale: amax(row) / 2688, or 1 when that is zero (all-zero row; any scale would do).
+    float amax = 0.f;
+    for (int64_t g = threadIdx.x; g < groups; g += kThreads) {
+      float v[kBlock];
+      load_block(xr + g * kBlock, v);
+#pragma unroll
+      for (int i = 0; i < kBlock; ++i) amax = nan_max(amax, fabsf(v[i]));
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) amax = nan_max(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+    __shared__ float warp_amax[kThreads / 32];
+    if (threadIdx.x % 32 == 0) warp_amax[threadIdx.x / 32] = amax;
+    __syncthreads();
+    amax = warp_amax[0];
+#pragma unroll
+    for (int w = 1; w < kThreads / 32; ++w) amax = nan_max(amax, warp_amax[w]);
+    s2 = __fdiv_rn(amax, 2688.0f);
+    if (s2 == 0.f) s2 = 1.f;
+  }
+  if (row_global_scale_out != nullptr && threadIdx.x == 0) row_global_scale_out[row] = s2;
+
+  const float six_s2 = __fmul_rn(6.0f, s2);
+  for (int64_t g = threadIdx.x; g < groups4 * 4; g += kThreads) {
+    if (g >= groups) {  // padding groups of a real row
+      if (scales_out != nullptr) scales_out[swizzled_offset(row, g, groups4)] = 0;
+      continue;
+    }
+    float v[kBlock];
+    load_block(xr + g * kBlock, v);
+    float block_amax = 0.f;
+#pragma unroll
+    for (int i = 0; i < kBlock; ++i) block_amax = nan_max(block_amax, fabsf(v[i]));
+
+    float scale = __fdiv_rn(block_amax, six_s2);
+    if (scale == 0.f) scale = 1.f;
+    // Clamp to [2^-9, 448] letting NaN through (torch.clamp semantics); fminf/fmaxf would swallow NaN.
+    if (scale < 0.001953125f) scale = 0.001953125f;
+    if (scale > 448.f) scale = 448.f;
+    const __nv_fp8_storage_t scale_byte = __nv_cvt_float_to_fp8(scale, __NV_SATFINITE, __NV_E4M3);
+    const float scale_value = __half2float(__half(__nv_cvt_fp8_to_halfraw(scale_byte, __NV_E4M3)));  // exact
+    const float divisor = __fmul_rn(scale_value, s2);
+
+    uint32_t codes[kBlock];
+#pragma unroll
+    for (int i = 0; i < kBlock; ++i) codes[i] = e2m1_code(__fdiv_rn(v[i], divisor));
+
+    if (scales_out != nullptr) scales_out[swizzled_offset(row, g, groups4)] = scale_byte;
+    if (packed_out != nullptr) {
+      uint2 packed;
+      packed.x = packed.y = 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) packed.x |= codes[i] << (4 * i);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) packed.y |= codes[8 + i] << (4 * i);
+      reinterpret_cast<uint2*>(packed_out + row * (cols / 2))[g] = packed;
+    }
+    if (dequant_out != nullptr) {
+      // e2m1 * e4m3 has at most 6 significant bits: the product and its bf16 conversion are exact.
+      __align__(16) __nv_bfloat16 out[kBlock];
+#pragma unroll
+      for (int i = 0; i < kBlock; ++i) out[i] = __float2bfloat16_rn(e2m1_value(codes[i]) * scale_value);
+      uint4* dst = reinterpret_cast<uint4*>(dequant_out + row * cols + g * kBlock);
+      dst[0] = reinterpret_cast<const uint4*>(out)[0];
+      dst[1] = reinterpret_cast<const uint4*>(out)[1];
+    }
+  }
+}
+
+}  // namespace
+}  // namespace nvfp4
+
+extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t rows, int64_t cols,
+                                          int64_t x_row_stride, const float* static_global_scale,
+                                          float* row_global_scale_out, uint8_t* packed_out, uint8_t* scales_out,
+                                          void* dequant_out, void* stream) {
+  using namespace nvfp4;
+  NVFP4_REQUIRE(x != nullptr, "x: must not be NULL");
+  NVFP4_REQUIRE(x_dtype == NVFP4_DTYPE_BF16 || x_dtype == NVFP4_DTYPE_FP16,
+                "x_dtype: must be NVFP4_DTYPE_BF16 (0) or NVFP4_DTYPE_FP16 (1), got %d", x_dtype);
+  NVFP4_REQUIRE(rows >= 1, "rows: must be >= 1, got %lld", (long long)rows);
+  NVFP4_REQUIRE(rows <= 0x7fffffffLL - 127, "rows: must be < 2^31 - 127, got %lld", (long long)rows);
+  NVFP4_REQUIRE(cols >= 16 && cols % 16 == 0, "cols: must be a positive multiple of 16, got %lld", (long long)cols);
+  NVFP4_REQUIRE(x_row_stride >= cols, "x_row_stride: must be >= cols (%lld), got %lld", (long long)cols,
+                (long long)x_row_stride);
+  NVFP4_REQUIRE(x_row_stride % 8 == 0, "x_row_stride: must be a multiple of 8 elements (16-byte rows), got %lld",
+                (long long)x_row_stride);
+  NVFP4_REQUIRE(aligned_to(x, 16), "x: must be 16-byte aligned");
+  NVFP4_REQUIRE(static_global_scale != nullptr || row_global_scale_out != nullptr,
+                "row_global_scale_out: must not be NULL when static_global_scale is NULL (per-token scales)");
+  NVFP4_REQUIRE(packed_out == nullptr || aligned_to(packed_out, 8), "packed_out: must be 8-byte aligned");
+  NVFP4_REQUIRE(dequant_out == nullptr || aligned_to(dequant_out, 16), "dequant_out: must be 16-byte aligned");
+  NVFP4_REQUIRE(packed_out != nullptr || scales_out != nullptr || dequant_out != nullptr ||
+                    row_global_scale_out != nullptr,
+                "packed_out, scales_out, dequant_out, row_global_scale_out: at least one output is required");
+
+  const dim3 grid(static_cast<unsigned>((rows + 127) / 128 * 128));
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  auto* dq = static_cast<__nv_bfloat16*>(dequant_out);
+  if (x_dtype == NVFP4_DTYPE_BF16) {
+    quantize_rows_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(
+        static_cast<const __nv_bfloat16*>(x), rows, cols, x_row_stride, static_global_scale, row_global_scale_out,
+        packed_out, scales_out, dq);
+  } else {
+    quantize_rows_kernel<__half><<<grid, kThreads, 0, s>>>(static_cast<const __half*>(x), rows, cols, x_row_stride,
+                                                           static_global_scale, row_global_scale_out, packed_out,
+                                                           scales_out, dq);
+  }
+  return check_cuda(cudaGetLastError(), "nvfp4_quantize_activations launch");
+}

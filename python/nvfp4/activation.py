@@ -1,0 +1,42 @@
+"""Reference activation quantizer: the recipe the CUDA quantizer reproduces bit for bit.
+
+Rows are quantized independently with the ModelOpt block step (recipes.modelopt_block_quantize). The per-row decode
+global scale is either a static calibrated value (ModelOpt's `input_scale`) or per-token: amax(|row|) / 2688, and
+1.0 for an all-zero row. A batch-wide dynamic scale would make every row depend on the others, so none is offered.
+
+Every divisor here is a tensor on the data's device: torch's CUDA division by a CPU scalar multiplies by a
+reciprocal, which would not round like the IEEE division the kernel performs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .format import GLOBAL_SCALE_RANGE, BLOCK_SIZE, e2m1_values, pack_e2m1, swizzle_scales
+from .recipes import modelopt_block_quantize
+
+
+def per_token_global_scale(x: torch.Tensor) -> torch.Tensor:
+    """Decode global scale per row of x [rows, K] (float32 [rows]); NaN rows give NaN."""
+    amax = x.float().abs().amax(dim=-1)
+    scale = amax / torch.full_like(amax, GLOBAL_SCALE_RANGE)
+    return torch.where(scale == 0, torch.ones_like(scale), scale)
+
+
+def row_global_scales(x: torch.Tensor, static_scale: torch.Tensor | None) -> torch.Tensor:
+    if static_scale is None:
+        return per_token_global_scale(x)
+    return static_scale.float().reshape(1).to(x.device).expand(x.shape[0]).contiguous()
+
+
+def quantize_activations_reference(
+    x: torch.Tensor, static_scale: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [rows, K] bf16/fp16 -> (packed uint8 [rows, K/2], swizzled scale bytes, dequantized bf16 [rows, K],
+    row decode scales float32 [rows]). The dequantized values are e2m1 * block scale, without the global scale."""
+    s2 = row_global_scales(x, static_scale)
+    codes, block_scale = modelopt_block_quantize(x, s2)
+    rows, cols = x.shape
+    values = e2m1_values(codes).reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
+    dequant = (values * block_scale.float().unsqueeze(-1)).reshape(rows, cols).to(torch.bfloat16)
+    return pack_e2m1(codes), swizzle_scales(block_scale), dequant, s2

@@ -1,0 +1,198 @@
+"""NvFp4Linear: a Linear layer with NVFP4 weights (and optionally NVFP4 activations) and a batch-invariant mode."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import ops
+from .activation import quantize_activations_reference
+from .checks import ACTIVATION_DTYPES, require_dtype, require_tensor
+from .dispatch import BACKENDS, device_capability, quantizer_compiled_for, select_backend
+from .format import BLOCK_SIZE, GLOBAL_SCALE_RANGE, swizzle_scales
+from .quantize import quantize
+
+# "static": calibrated input_scale (ModelOpt NVFP4); "per-token": each row's own global scale (no input_scale);
+# "none": W4A16, activations stay bf16/fp16 (ModelOpt W4A16_NVFP4, compressed-tensors NVFP4A16).
+ACTIVATION_MODES = ("static", "per-token", "none")
+
+# state_dict entry -> (dtype, shape builder from (N, K))
+_STATE_LAYOUT = {
+    "weight": (torch.uint8, lambda n, k: (n, k // 2)),
+    "weight_scale": (torch.float8_e4m3fn, lambda n, k: (n, k // BLOCK_SIZE)),
+    "weight_scale_2": (torch.float32, lambda n, k: ()),
+    "input_scale": (torch.float32, lambda n, k: ()),
+}
+
+
+class NvFp4Linear(nn.Module):
+    """y = x W^T + b with W in NVFP4 (ModelOpt state_dict layout).
+
+    batch_invariant=True promises that each output row depends only on its own input row, the weights and the
+    device type, bitwise, whatever the batch holds. Activations are then quantized per row (static or per-token
+    global scale); a batch-wide dynamic scale is never used. backend: "auto" picks the compiled kernel for the
+    device and raises if there is none; "reference" runs the (slow) reference math on any device.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        batch_invariant: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.bfloat16,
+        activation: str = "per-token",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        fn = "NvFp4Linear"
+        if not isinstance(in_features, int) or in_features <= 0 or in_features % BLOCK_SIZE:
+            raise ValueError(f"{fn}: in_features must be a positive multiple of {BLOCK_SIZE}, got {in_features}")
+        if not isinstance(out_features, int) or out_features < 1:
+            raise ValueError(f"{fn}: out_features must be an integer >= 1, got {out_features}")
+        if dtype not in ACTIVATION_DTYPES:
+            raise TypeError(f"{fn}: dtype must be torch.bfloat16 or torch.float16, got {dtype}")
+        if activation not in ACTIVATION_MODES:
+            raise ValueError(f"{fn}: activation must be one of {ACTIVATION_MODES}, got {activation!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"{fn}: backend must be one of {BACKENDS}, got {backend!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.batch_invariant, self.activation, self.backend, self.dtype = bool(batch_invariant), activation, backend, dtype
+        n, k = out_features, in_features
+        self.register_buffer("weight", torch.zeros((n, k // 2), dtype=torch.uint8, device=device))
+        self.register_buffer("weight_scale", torch.ones((n, k // BLOCK_SIZE), device=device).to(torch.float8_e4m3fn))
+        self.register_buffer("weight_scale_2", torch.ones((), dtype=torch.float32, device=device))
+        if activation == "static":
+            self.register_buffer("input_scale", torch.ones((), dtype=torch.float32, device=device))
+        else:
+            self.input_scale = None
+        self.bias = nn.Parameter(torch.zeros(n, dtype=dtype, device=device), requires_grad=False) if bias else None
+        # Derived, not saved: the 128x4-swizzled copy of weight_scale that the kernels read.
+        self.register_buffer("weight_scale_swizzled", swizzle_scales(self.weight_scale), persistent=False)
+
+    # --- construction ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        *,
+        input_amax: float | torch.Tensor | None = None,
+        batch_invariant: bool = False,
+        recipe: str = "modelopt",
+        activation: str | None = None,
+        backend: str = "auto",
+    ) -> "NvFp4Linear":
+        """Quantize an nn.Linear. input_amax (calibrated |x| max) gives a static input scale; without it activations
+        get per-token scales (or pass activation="none" for W4A16)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"NvFp4Linear.from_linear: linear must be an nn.Linear, got {type(linear).__name__}")
+        mode = activation or ("static" if input_amax is not None else "per-token")
+        if mode == "static" and input_amax is None:
+            raise ValueError("NvFp4Linear.from_linear: activation='static' needs input_amax")
+        if mode != "static" and input_amax is not None:
+            raise ValueError(f"NvFp4Linear.from_linear: input_amax is only used with activation='static', got activation={mode!r}")
+        w = linear.weight.detach()
+        dtype = w.dtype if w.dtype in ACTIVATION_DTYPES else torch.bfloat16
+        layer = cls(
+            linear.in_features, linear.out_features, linear.bias is not None, batch_invariant=batch_invariant,
+            device=w.device, dtype=dtype, activation=mode, backend=backend,
+        )
+        q = quantize(w, recipe=recipe)
+        with torch.no_grad():
+            layer.weight.copy_(q.data)
+            layer.weight_scale.copy_(q.scale)
+            layer.weight_scale_2.copy_(q.global_scale)
+            if mode == "static":
+                amax = torch.as_tensor(input_amax, dtype=torch.float32).reshape(())
+                if not (torch.isfinite(amax) and amax > 0):
+                    raise ValueError(f"NvFp4Linear.from_linear: input_amax must be finite and > 0, got {amax.item()}")
+                layer.input_scale.copy_(amax / GLOBAL_SCALE_RANGE)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias.detach().to(dtype))
+        layer._refresh_derived()
+        return layer
+
+    def _refresh_derived(self) -> None:
+        self.weight_scale_swizzled = swizzle_scales(self.weight_scale)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # load_state_dict would silently cast (fp32 values into an e4m3 buffer get re-rounded): validate first.
+        n, k = self.out_features, self.in_features
+        for name, (dtype, shape_of) in _STATE_LAYOUT.items():
+            key = prefix + name
+            if key not in state_dict:
+                continue
+            value = state_dict[key]
+            if name == "input_scale" and self.input_scale is None:
+                raise ValueError(
+                    f"NvFp4Linear: state_dict has {key} but the layer was built with activation={self.activation!r}; "
+                    f"build it with activation='static' to use a calibrated input scale"
+                )
+            scalar = name in ("weight_scale_2", "input_scale")
+            allowed = (dtype, torch.bfloat16) if scalar else (dtype,)  # some ModelOpt exports carry bf16 scalars
+            require_dtype("NvFp4Linear.load_state_dict", key, value, allowed)
+            expected = shape_of(n, k)
+            if scalar and value.numel() == 1:
+                state_dict[key] = value.float().reshape(())
+            elif tuple(value.shape) != expected:
+                raise ValueError(f"NvFp4Linear.load_state_dict: {key} must have shape {expected}, got {tuple(value.shape)}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        self._refresh_derived()
+
+    # --- forward -----------------------------------------------------------------------------------------------
+
+    def resolved_backend(self, device: torch.device | None = None) -> str:
+        device = self.weight.device if device is None else device
+        return select_backend(device.type, device_capability(device), batch_invariant=self.batch_invariant, backend=self.backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = "NvFp4Linear.forward"
+        require_tensor(fn, "x", x)
+        require_dtype(fn, "x", x, ACTIVATION_DTYPES)
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"{fn}: x must have shape [..., {self.in_features}], got {tuple(x.shape)}")
+        if x.device != self.weight.device:
+            raise ValueError(f"{fn}: x is on {x.device} but the layer's weights are on {self.weight.device}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] == 0:
+            return x.new_empty((*lead, self.out_features))
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        backend = self.resolved_backend(x2.device)
+        act, alpha = self._activation_operand(x2, backend)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if backend == "reference":
+            out = ops.call(ops.mm_reference, ops.mm_reference_impl, act, self.weight, self.weight_scale.view(torch.uint8), alpha, bias, x.dtype)
+        elif backend == "sm90":
+            out = ops.call(ops.mm_sm90, ops.mm_sm90_impl, act, self.weight, self.weight_scale_swizzled, alpha, bias, x.dtype, self.batch_invariant)
+        else:  # pragma: no cover - select_backend only returns families the library holds
+            raise NotImplementedError(f"{fn}: backend {backend} is not wired yet")
+        return out.reshape(*lead, self.out_features)
+
+    def _activation_operand(self, x2: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(activation operand of the GEMM, alpha: one value or one per row)."""
+        if self.activation == "none":
+            if backend != "reference" and x2.dtype != torch.bfloat16:
+                raise TypeError(f"NvFp4Linear.forward: W4A16 on {backend} takes bfloat16 x, got {x2.dtype}")
+            return x2, self.weight_scale_2.reshape(1)
+        static = self.input_scale.reshape(1) if self.input_scale is not None else None
+        if x2.device.type == "cuda" and not quantizer_compiled_for(device_capability(x2.device)):
+            _, _, act, row_scale = quantize_activations_reference(x2, static)  # reference backend on other GPUs
+        else:
+            act, row_scale = ops.call(ops.quantize_activations_dequant, ops.quantize_activations_dequant_impl, x2, static)
+        return act, row_scale * self.weight_scale_2
+
+    def extra_repr(self) -> str:
+        try:
+            backend = self.resolved_backend()
+        except Exception as exc:  # the repr must not raise; say why no kernel serves
+            backend = f"unavailable ({type(exc).__name__})"
+        mode = "batch-invariant" if self.batch_invariant else "fast"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"activation={self.activation}, mode={mode}, backend={backend}"
+        )

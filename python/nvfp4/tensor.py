@@ -1,0 +1,46 @@
+"""The quantized tensor container returned by nvfp4.quantize, and dequantization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .format import BLOCK_SIZE, e2m1_values, unpack_e2m1
+
+
+@dataclass(frozen=True)
+class NvFp4Tensor:
+    """An NVFP4 matrix in the on-disk form shared by ModelOpt and compressed-tensors.
+
+    data:         uint8 [rows, K/2], two e2m1 codes per byte, element 2j in the low nibble.
+    scale:        float8_e4m3fn [rows, K/16], linear (row-major) layout.
+    global_scale: float32 0-d, decode convention (ModelOpt's `weight_scale_2` = amax / 2688); compressed-tensors
+                  stores its reciprocal (`encode_global_scale`).
+    """
+
+    data: torch.Tensor
+    scale: torch.Tensor
+    global_scale: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.data.shape[0], self.data.shape[1] * 2)
+
+    @property
+    def encode_global_scale(self) -> torch.Tensor:
+        """compressed-tensors' `weight_global_scale` (2688 / amax)."""
+        return (1.0 / self.global_scale.float()).reshape(1)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantize(self, dtype)
+
+
+def dequantize(t: NvFp4Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """e2m1 * block scale * global scale, computed in float32 and then cast to `dtype`."""
+    if not isinstance(t, NvFp4Tensor):
+        raise TypeError(f"dequantize: t must be an NvFp4Tensor, got {type(t).__name__}")
+    rows, cols = t.shape
+    values = e2m1_values(unpack_e2m1(t.data)).reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
+    block = t.scale.to(torch.float32).reshape(rows, cols // BLOCK_SIZE, 1)
+    return (values * block * t.global_scale.float()).reshape(rows, cols).to(dtype)
