@@ -10,12 +10,17 @@ unless torch.compile is tracing.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Callable
 
 import torch
 
 from . import _lib
-from .activation import quantize_activations_reference, row_global_scales
+from .activation import quantize_activations_reference
+from .checks import (
+    ACTIVATION_DTYPES, require_dim, require_dtype, require_multiple, require_same_device, require_scale_scalar,
+    require_shape, require_tensor,
+)
 from .format import swizzled_scale_bytes
 from .reference import gemm_reference
 
@@ -45,9 +50,46 @@ def _launch_quantizer(x, static_scale, packed, scales, dequant, row_scale) -> No
     _lib.check(status, "nvfp4_quantize_activations")
 
 
+def _check_quantizer_args(fn: str, x: torch.Tensor, static_scale: torch.Tensor | None) -> None:
+    require_tensor(fn, "x", x)
+    require_dtype(fn, "x", x, ACTIVATION_DTYPES)
+    require_dim(fn, "x", x, 2)
+    require_multiple(fn, "x.shape[1] (K)", x.shape[1], 16)
+    if x.stride(1) != 1:
+        raise ValueError(f"{fn}: x must have unit stride along K (rows may be strided), got strides {x.stride()}")
+    if static_scale is not None:
+        require_scale_scalar(fn, "static_scale", static_scale)
+        require_same_device(fn, "x", x, static_scale=static_scale)
+
+
+def _check_gemm_args(fn: str, act, w_packed, w_scale, alpha, bias, out_dtype, swizzled: bool) -> None:
+    require_tensor(fn, "act", act)
+    require_dim(fn, "act", act, 2)
+    m, k = act.shape
+    require_multiple(fn, "act.shape[1] (K)", k, 16)
+    require_dtype(fn, "w_packed", w_packed, (torch.uint8,))
+    require_shape(fn, "w_packed", w_packed, (w_packed.shape[0], k // 2))
+    n = w_packed.shape[0]
+    require_dtype(fn, "w_scale", w_scale, (torch.uint8,))
+    if swizzled:
+        require_shape(fn, "w_scale", w_scale, (swizzled_scale_bytes(n, k // 16),))
+    else:
+        require_shape(fn, "w_scale", w_scale, (n, k // 16))
+    require_dtype(fn, "alpha", alpha, (torch.float32,))
+    if alpha.numel() not in (1, m):
+        raise ValueError(f"{fn}: alpha must hold 1 or M={m} values, got {alpha.numel()}")
+    if bias is not None:
+        require_shape(fn, "bias", bias, (n,))
+        require_dtype(fn, "bias", bias, (out_dtype,))
+    if out_dtype not in ACTIVATION_DTYPES:
+        raise TypeError(f"{fn}: out_dtype must be bfloat16 or float16, got {out_dtype}")
+    require_same_device(fn, "act", act, w_packed=w_packed, w_scale=w_scale, alpha=alpha, bias=bias)
+
+
 # --- activation quantizer: NVFP4 output (packed + swizzled scales) -----------------------------------------------
 
 def quantize_activations_nvfp4_impl(x: torch.Tensor, static_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_quantizer_args("nvfp4.ops.quantize_activations_nvfp4", x, static_scale)
     if x.device.type != "cuda":
         packed, scales, _, row_scale = quantize_activations_reference(x, static_scale)
         return packed, scales, row_scale
@@ -77,6 +119,7 @@ def _(x, static_scale):
 # --- activation quantizer: exact dequantized bf16 output (operand of the Hopper GEMM) ------------------------------
 
 def quantize_activations_dequant_impl(x: torch.Tensor, static_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_quantizer_args("nvfp4.ops.quantize_activations_dequant", x, static_scale)
     if x.device.type != "cuda":
         _, _, dequant, row_scale = quantize_activations_reference(x, static_scale)
         return dequant, row_scale
@@ -101,6 +144,7 @@ def _(x, static_scale):
 # --- reference GEMM ----------------------------------------------------------------------------------------------
 
 def mm_reference_impl(act, w_packed, w_scale, alpha, bias, out_dtype: torch.dtype) -> torch.Tensor:
+    _check_gemm_args("nvfp4.ops.mm_reference", act, w_packed, w_scale, alpha, bias, out_dtype, swizzled=False)
     return gemm_reference(act, w_packed, w_scale, alpha, bias, out_dtype)
 
 
@@ -120,12 +164,11 @@ def _(act, w_packed, w_scale, alpha, bias, out_dtype):
 # --- Hopper GEMM -------------------------------------------------------------------------------------------------
 
 def mm_sm90_impl(act, w_packed, w_scales_swizzled, alpha, bias, out_dtype: torch.dtype, invariant: bool) -> torch.Tensor:
+    _check_gemm_args("nvfp4.ops.mm_sm90", act, w_packed, w_scales_swizzled, alpha, bias, out_dtype, swizzled=True)
     lib = _lib.require()
     m, k = act.shape
     n = w_packed.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=act.device)
-    import ctypes
-
     size = ctypes.c_size_t(0)
     _lib.check(lib.nvfp4_sm90_gemm_workspace_size(m, n, k, int(invariant), ctypes.byref(size)), "nvfp4_sm90_gemm")
     workspace = torch.empty((size.value,), dtype=torch.uint8, device=act.device) if size.value else None
@@ -157,5 +200,4 @@ __all__ = [
     "quantize_activations_dequant", "quantize_activations_dequant_impl",
     "mm_reference", "mm_reference_impl",
     "mm_sm90", "mm_sm90_impl",
-    "row_global_scales",
 ]

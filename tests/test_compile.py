@@ -1,0 +1,57 @@
+"""torch.compile and torch.library.opcheck over the custom ops and NvFp4Linear."""
+
+import pytest
+import torch
+from torch import nn
+
+from nvfp4 import NvFp4Linear, ops
+from conftest import wide_spread
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+class TwoLayer(nn.Module):
+    def __init__(self, batch_invariant: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.up = NvFp4Linear.from_linear(nn.Linear(64, 96, dtype=torch.bfloat16), batch_invariant=batch_invariant)
+        self.down = NvFp4Linear.from_linear(
+            nn.Linear(96, 48, dtype=torch.bfloat16), input_amax=8.0, batch_invariant=batch_invariant
+        )
+        self.w4a16 = NvFp4Linear.from_linear(nn.Linear(48, 32, dtype=torch.bfloat16), activation="none")
+
+    def forward(self, x):
+        return self.w4a16(self.down(torch.relu(self.up(x))))
+
+
+def test_compile_fullgraph_has_no_breaks_and_equal_bits():
+    torch._dynamo.reset()
+    model = TwoLayer(batch_invariant=True)
+    x = wide_spread(13, 64, seed=1)
+    eager = model(x)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(model, fullgraph=True)
+    assert torch.equal(compiled(x), eager)
+    # a new batch size must not change any row
+    x2 = torch.cat([x, wide_spread(5, 64, seed=2)])
+    assert torch.equal(compiled(x2)[:13], eager)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_quantizer_ops(device):
+    x = wide_spread(9, 48, seed=3).to(device)
+    for static in (None, torch.tensor([0.25], device=device)):
+        torch.library.opcheck(ops.quantize_activations_nvfp4, (x, static))
+        torch.library.opcheck(ops.quantize_activations_dequant, (x, static))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_reference_gemm(device):
+    layer = NvFp4Linear.from_linear(nn.Linear(48, 8, dtype=torch.bfloat16)).to(device)
+    act = wide_spread(5, 48, seed=4).to(device)
+    alpha = torch.ones(5, device=device)
+    for bias in (None, torch.randn(8, dtype=torch.bfloat16, device=device)):
+        torch.library.opcheck(
+            ops.mm_reference, (act, layer.weight, layer.weight_scale.view(torch.uint8), alpha, bias, torch.bfloat16)
+        )

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One device call: build sm_90a only, install, run the whole test suite and (if present) the benchmark.
+# Usage on the device machine (carry .deps and .whl):  bash tools/device_run.sh [pytest args...]
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+export NVFP4_CUTLASS_INCLUDE_DIR=$PWD/.deps/cutlass_library/source/include NVFP4_CUDA_ARCHS=90a CMAKE_BUILD_PARALLEL_LEVEL=16
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+start=$SECONDS
+python3 -m pip install --no-build-isolation --no-deps -q . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+echo "build: $((SECONDS - start)) s"
+cd /tmp && python3 -c "import nvfp4, json; print(json.dumps(nvfp4.kernel_info(), indent=1))" | tee "$OUT/kernel_info.json"; cd - >/dev/null
+PYTHONUNBUFFERED=1 python3 -m pytest tests -q -p no:cacheprovider -rs "$@" 2>&1 | tee "$OUT/pytest.log"
