@@ -22,6 +22,9 @@ def cuobjdump() -> str | None:
     found = shutil.which("cuobjdump")
     if found:
         return found
+    compiler = nvcc()
+    if compiler and (Path(compiler).parent / "cuobjdump").exists():
+        return str(Path(compiler).parent / "cuobjdump")
     spec = importlib.util.find_spec("nvidia")
     for root in list(spec.submodule_search_locations or []) if spec else []:
         for candidate in Path(root).glob("**/bin/cuobjdump"):
