@@ -26,12 +26,14 @@ _TIES_ROUND_DOWN = (0.25, 1.25, 2.5, 5.0)
 _TIES_ROUND_UP = (0.75, 1.75, 3.5)
 
 
-def e2m1_codes(x: torch.Tensor) -> torch.Tensor:
+def e2m1_codes(x: torch.Tensor, *, signed_zero: bool = True) -> torch.Tensor:
     """Round float32 values to e2m1 codes (uint8, 0..15), RNE, saturating at +-6.
 
-    The sign bit (8) is kept for negative inputs, including those that round to zero and -0.0, because every
-    producer we match (ModelOpt, compressed-tensors, the CUDA quantizer) keeps it. NaN maps to code 0: e2m1 has no
-    NaN, and recipes make a NaN block visible through its NaN block scale instead.
+    The sign bit (8) is kept for negative inputs that round to zero: ModelOpt, compressed-tensors and the CUDA
+    quantizer all keep it. An input of exactly -0.0 differs: the CUDA quantizer (signbit) keeps it
+    (signed_zero=True, the default), while ModelOpt's (`x < 0`) and compressed-tensors' (`torch.sign`) weight
+    exports give code 0 (signed_zero=False). NaN maps to code 0: e2m1 has no NaN, and recipes make a NaN block
+    visible through its NaN block scale instead.
     """
     if x.dtype != torch.float32:
         raise TypeError(f"e2m1_codes: x must be float32, got {x.dtype}")
@@ -43,6 +45,8 @@ def e2m1_codes(x: torch.Tensor) -> torch.Tensor:
         code += (magnitude >= bound).to(torch.uint8)
     code = torch.where(torch.isnan(x), torch.zeros_like(code), code)
     negative = torch.signbit(x) & ~torch.isnan(x)
+    if not signed_zero:
+        negative &= x != 0
     return code | (negative.to(torch.uint8) << 3)
 
 

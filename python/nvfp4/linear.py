@@ -160,8 +160,8 @@ class NvFp4Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] == 0:
             return x.new_empty((*lead, self.out_features))
-        if not x2.is_contiguous() or x2.data_ptr() % 16:
-            x2 = x2.contiguous() if not x2.is_contiguous() else x2.clone()  # kernels read 16-byte aligned rows
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
         backend = self.resolved_backend(x2.device)
         act, alpha = self._activation_operand(x2, backend)
         bias = None if self.bias is None else self.bias.to(x.dtype)

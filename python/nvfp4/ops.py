@@ -41,8 +41,16 @@ def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream
 
 
+def _aligned_rows(x: torch.Tensor) -> torch.Tensor:
+    """The kernels read 16-byte aligned rows; a view at an odd offset is copied (here, outside any trace)."""
+    if x.data_ptr() % 16 or x.stride(0) % 8:
+        return x.contiguous() if not x.is_contiguous() else x.clone()
+    return x
+
+
 def _launch_quantizer(x, static_scale, packed, scales, dequant, row_scale) -> None:
     lib = _lib.require()
+    x = _aligned_rows(x)
     status = lib.nvfp4_quantize_activations(
         x.data_ptr(), _DTYPE_CODE[x.dtype], x.shape[0], x.shape[1], x.stride(0), _ptr(static_scale),
         _ptr(row_scale), _ptr(packed), _ptr(scales), _ptr(dequant), _stream(x.device),
