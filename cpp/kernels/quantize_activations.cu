@@ -20,6 +20,10 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kBlock = 16;
+// NaNs are written in one canonical form (the one torch's CPU code produces) so that NaN outputs are
+// bit-identical to the reference too; CUDA's own arithmetic and conversions would produce other NaN encodings.
+constexpr int kCanonicalNanF32 = 0x7FC00000;
+constexpr unsigned short kCanonicalNanBf16 = 0x7FC0;
 
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
@@ -93,6 +97,7 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
     for (int w = 1; w < kThreads / 32; ++w) amax = nan_max(amax, warp_amax[w]);
     s2 = __fdiv_rn(amax, 2688.0f);
     if (s2 == 0.f) s2 = 1.f;
+    if (isnan(s2)) s2 = __int_as_float(kCanonicalNanF32);
   }
   if (row_global_scale_out != nullptr && threadIdx.x == 0) row_global_scale_out[row] = s2;
 
@@ -135,7 +140,10 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
       // e2m1 * e4m3 has at most 6 significant bits: the product and its bf16 conversion are exact.
       __align__(16) __nv_bfloat16 out[kBlock];
 #pragma unroll
-      for (int i = 0; i < kBlock; ++i) out[i] = __float2bfloat16_rn(e2m1_value(codes[i]) * scale_value);
+      for (int i = 0; i < kBlock; ++i) {
+        const float value = e2m1_value(codes[i]) * scale_value;
+        out[i] = isnan(value) ? __ushort_as_bfloat16(kCanonicalNanBf16) : __float2bfloat16_rn(value);
+      }
       uint4* dst = reinterpret_cast<uint4*>(dequant_out + row * cols + g * kBlock);
       dst[0] = reinterpret_cast<const uint4*>(out)[0];
       dst[1] = reinterpret_cast<const uint4*>(out)[1];

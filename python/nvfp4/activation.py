@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import torch
 
-from .format import GLOBAL_SCALE_RANGE, BLOCK_SIZE, e2m1_values, pack_e2m1, swizzle_scales
+from .format import GLOBAL_SCALE_RANGE, BLOCK_SIZE, canonical_nan, e2m1_values, pack_e2m1, swizzle_scales
 from .recipes import modelopt_block_quantize
 
 
 def per_token_global_scale(x: torch.Tensor) -> torch.Tensor:
-    """Decode global scale per row of x [rows, K] (float32 [rows]); NaN rows give NaN."""
+    """Decode global scale per row of x [rows, K] (float32 [rows]); NaN rows give the canonical NaN."""
     amax = x.float().abs().amax(dim=-1)
     scale = amax / torch.full_like(amax, GLOBAL_SCALE_RANGE)
-    return torch.where(scale == 0, torch.ones_like(scale), scale)
+    return canonical_nan(torch.where(scale == 0, torch.ones_like(scale), scale))
 
 
 def row_global_scales(x: torch.Tensor, static_scale: torch.Tensor | None) -> torch.Tensor:
@@ -33,7 +33,8 @@ def quantize_activations_reference(
     x: torch.Tensor, static_scale: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """x [rows, K] bf16/fp16 -> (packed uint8 [rows, K/2], swizzled scale bytes, dequantized bf16 [rows, K],
-    row decode scales float32 [rows]). The dequantized values are e2m1 * block scale, without the global scale."""
+    row decode scales float32 [rows]). The dequantized values are e2m1 * block scale, without the global scale; a
+    NaN among them is the canonical bf16 NaN 0x7FC0 (what torch's CPU conversion writes)."""
     s2 = row_global_scales(x, static_scale)
     codes, block_scale = modelopt_block_quantize(x, s2)
     rows, cols = x.shape

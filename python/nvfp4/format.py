@@ -78,11 +78,17 @@ def to_e4m3(x: torch.Tensor) -> torch.Tensor:
     """Cast float32 to float8_e4m3fn with RNE, saturating at +-448 and keeping NaN.
 
     The explicit clamp matters: torch versions before 2026 turn values above 464 into NaN instead of saturating,
-    while CUDA's __nv_fp8_e4m3 saturates. torch.clamp propagates NaN.
+    while CUDA's __nv_fp8_e4m3 saturates. torch.clamp propagates NaN. Every NaN becomes the canonical 0x7F, as in
+    CUDA's conversion (x86 arithmetic makes sign-set NaNs, which torch would cast to 0xFF).
     """
     if x.dtype != torch.float32:
         raise TypeError(f"to_e4m3: x must be float32, got {x.dtype}")
-    return x.clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return canonical_nan(x).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+
+
+def canonical_nan(x: torch.Tensor) -> torch.Tensor:
+    """Replace every NaN by the positive quiet NaN 0x7FC00000, so NaN bytes do not depend on the hardware."""
+    return torch.where(torch.isnan(x), torch.full_like(x, float("nan")), x)
 
 
 def round_up(value: int, multiple: int) -> int:
