@@ -141,7 +141,7 @@ def quantize_compressed_tensors(x: torch.Tensor, amax: torch.Tensor) -> NvFp4Ten
     """
     encode = compressed_tensors_encode_scale(amax, x.dtype)
     codes, block_scale = ct_block_quantize(x, encode)
-    return NvFp4Tensor(pack_e2m1(codes), block_scale, decode_scale_for_encode(encode))
+    return NvFp4Tensor(pack_e2m1(codes), block_scale, decode_scale_for_encode(encode), encode_scale=encode.float().reshape(1))
 
 
 def quantize_with_recipe(x: torch.Tensor, amax: torch.Tensor, recipe: str) -> NvFp4Tensor:

@@ -17,11 +17,14 @@ class NvFp4Tensor:
     scale:        float8_e4m3fn [rows, K/16], linear (row-major) layout.
     global_scale: float32 0-d, decode convention (ModelOpt's `weight_scale_2` = amax / 2688); compressed-tensors
                   stores its reciprocal (`encode_global_scale`).
+    encode_scale: the producer's exact encode value when it has one (compressed-tensors computes 2688/amax in
+                  bf16; for ~1 in 5 such values no fp32 reciprocal round-trips, see docs/recipes.md).
     """
 
     data: torch.Tensor
     scale: torch.Tensor
     global_scale: torch.Tensor
+    encode_scale: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -30,6 +33,8 @@ class NvFp4Tensor:
     @property
     def encode_global_scale(self) -> torch.Tensor:
         """compressed-tensors' `weight_global_scale` (2688 / amax)."""
+        if self.encode_scale is not None:
+            return self.encode_scale.float().reshape(1)
         return (1.0 / self.global_scale.float()).reshape(1)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
