@@ -48,3 +48,15 @@ def test_nan_and_inf_rows_never_touch_other_rows():
         assert torch.equal(dirty[2][r], clean[2][r])
         assert torch.equal(dirty[3][r], clean[3][r])
     assert torch.isnan(dirty[2][1]).any() and torch.isnan(dirty[3][1])
+
+
+def test_nan_encodings_are_canonical():
+    x = wide_spread(3, 64, seed=5)
+    x[0, 17] = float("nan")
+    x[1] = float("nan")
+    packed, scales, dequant, s2 = quantize_activations_reference(x, None)
+    nan_bits = dequant.view(torch.int16)[torch.isnan(dequant)]
+    assert nan_bits.numel() >= 16 + 64 and (nan_bits == 0x7FC0).all()
+    assert s2.view(torch.int32)[1] == 0x7FC00000
+    nan_scales = scales[torch.isnan(scales.view(torch.float8_e4m3fn).float())]
+    assert nan_scales.numel() >= 5 and (nan_scales == 0x7F).all()

@@ -17,18 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "python") not in sys.path:
-    sys.path.insert(0, str(ROOT / "python"))
-
-from nvfp4.recipes import (  # noqa: E402
+import nvfp4
+from nvfp4.recipes import (
     compressed_tensors_encode_scale,
     decode_scale_for_encode,
     quantize_compressed_tensors,
     quantize_modelopt,
 )
 
-FIXTURES = ROOT / "tests" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SOURCE = FIXTURES / "tiny-llama-bf16"
 # name -> (recipe, suffix of the packed weight, global-scale tensor suffix)
 CHECKPOINTS = {
@@ -203,3 +200,15 @@ def test_decode_scale_for_encode_roundtrip_count():
     print(f"bf16 encode scales in [2^-60, 2^60]: {g.numel()}, fp32(1/fp32(1/G)) != G for {int((~direct).sum())}, "
           f"no fp32 reciprocal at all for {impossible}")
     assert impossible > 0  # the reason NvFp4Tensor cannot always carry the encode value as a reciprocal
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_quantize_gives_the_same_bytes_for_cuda_weights():
+    from conftest import wide_spread
+
+    w = wide_spread(40, 96, seed=21)
+    for recipe in ("modelopt", "compressed-tensors"):
+        cpu, gpu = nvfp4.quantize(w, recipe=recipe), nvfp4.quantize(w.cuda(), recipe=recipe)
+        assert gpu.data.is_cuda
+        assert torch.equal(gpu.data.cpu(), cpu.data) and torch.equal(gpu.scale.cpu().view(torch.uint8), cpu.scale.view(torch.uint8))
+        assert torch.equal(gpu.global_scale.cpu(), cpu.global_scale)

@@ -16,6 +16,12 @@ from .format import GLOBAL_SCALE_RANGE, BLOCK_SIZE, canonical_nan, e2m1_values, 
 from .recipes import modelopt_block_quantize
 
 
+def canonical_nan_bf16(x: torch.Tensor) -> torch.Tensor:
+    """NaN -> 0x7FC0: torch's vectorised float->bf16 conversion writes 0xFFFF for NaN, its scalar one 0x7FC0."""
+    bits = x.view(torch.int16)
+    return torch.where(torch.isnan(x), torch.full_like(bits, 0x7FC0), bits).view(torch.bfloat16)
+
+
 def per_token_global_scale(x: torch.Tensor) -> torch.Tensor:
     """Decode global scale per row of x [rows, K] (float32 [rows]); NaN rows give the canonical NaN."""
     amax = x.float().abs().amax(dim=-1)
@@ -39,5 +45,5 @@ def quantize_activations_reference(
     codes, block_scale = modelopt_block_quantize(x, s2)
     rows, cols = x.shape
     values = e2m1_values(codes).reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
-    dequant = (values * block_scale.float().unsqueeze(-1)).reshape(rows, cols).to(torch.bfloat16)
+    dequant = canonical_nan_bf16((values * block_scale.float().unsqueeze(-1)).reshape(rows, cols).to(torch.bfloat16))
     return pack_e2m1(codes), swizzle_scales(block_scale), dequant, s2

@@ -34,4 +34,10 @@ def quantize(x: torch.Tensor, *, amax: torch.Tensor | float | None = None, recip
         amax_t = torch.as_tensor(amax, dtype=torch.float32, device=x.device).reshape(())
     if not bool(torch.isfinite(amax_t)) or float(amax_t) <= 0:
         raise ValueError(f"{fn}: amax must be finite and > 0, got {float(amax_t)} (x all zero or non-finite?)")
-    return quantize_with_recipe(x, amax_t.to(x.device), recipe)
+    # The recipes run on CPU whatever x's device: torch's CUDA division by a scalar multiplies by its reciprocal,
+    # which would make the bytes depend on where the weights happen to live.
+    q = quantize_with_recipe(x.cpu(), amax_t.cpu(), recipe)
+    if x.device.type == "cpu":
+        return q
+    move = lambda t: None if t is None else t.to(x.device)  # noqa: E731
+    return NvFp4Tensor(move(q.data), move(q.scale), move(q.global_scale), move(q.encode_scale))
