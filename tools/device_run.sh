@@ -12,3 +12,6 @@ python3 -m pip install --no-build-isolation --no-deps -q . > "$OUT/build.log" 2>
 echo "build: $((SECONDS - start)) s"
 cd /tmp && python3 -c "import nvfp4, json; print(json.dumps(nvfp4.kernel_info(), indent=1))" | tee "$OUT/kernel_info.json"; cd - >/dev/null
 PYTHONUNBUFFERED=1 python3 -m pytest tests -q -p no:cacheprovider -rs "$@" 2>&1 | tee "$OUT/pytest.log"
+if [ -n "${NVFP4_BENCH:-}" ]; then
+  PYTHONUNBUFFERED=1 python3 bench/bench_hopper.py $NVFP4_BENCH --out "$OUT" 2>&1 | tee "$OUT/bench.log"
+fi

@@ -25,6 +25,20 @@ _STATE_LAYOUT = {
 }
 
 
+# The hardware -> kernel decisions are constants for a device; torch.compile bakes them in at trace time instead of
+# tracing the library queries (ctypes) behind them.
+@torch.compiler.assume_constant_result
+def _resolve_backend(device_type: str, device_index: int | None, batch_invariant: bool, backend: str) -> str:
+    device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
+    return select_backend(device_type, device_capability(device), batch_invariant=batch_invariant, backend=backend)
+
+
+@torch.compiler.assume_constant_result
+def _has_quantizer_kernel(device_index: int | None) -> bool:
+    device = torch.device("cuda", device_index) if device_index is not None else torch.device("cuda")
+    return quantizer_compiled_for(device_capability(device))
+
+
 class NvFp4Linear(nn.Module):
     """y = x W^T + b with W in NVFP4 (ModelOpt state_dict layout).
 
@@ -146,7 +160,7 @@ class NvFp4Linear(nn.Module):
 
     def resolved_backend(self, device: torch.device | None = None) -> str:
         device = self.weight.device if device is None else device
-        return select_backend(device.type, device_capability(device), batch_invariant=self.batch_invariant, backend=self.backend)
+        return _resolve_backend(device.type, device.index, self.batch_invariant, self.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fn = "NvFp4Linear.forward"
@@ -180,7 +194,7 @@ class NvFp4Linear(nn.Module):
                 raise TypeError(f"NvFp4Linear.forward: W4A16 on {backend} takes bfloat16 x, got {x2.dtype}")
             return x2, self.weight_scale_2.reshape(1)
         static = self.input_scale.reshape(1) if self.input_scale is not None else None
-        if x2.device.type == "cuda" and not quantizer_compiled_for(device_capability(x2.device)):
+        if x2.device.type == "cuda" and not _has_quantizer_kernel(x2.device.index):
             _, _, act, row_scale = quantize_activations_reference(x2, static)  # reference backend on other GPUs
         else:
             act, row_scale = ops.call(ops.quantize_activations_dequant, ops.quantize_activations_dequant_impl, x2, static)

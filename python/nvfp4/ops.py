@@ -173,6 +173,8 @@ def _(act, w_packed, w_scale, alpha, bias, out_dtype):
 
 def mm_sm90_impl(act, w_packed, w_scales_swizzled, alpha, bias, out_dtype: torch.dtype, invariant: bool) -> torch.Tensor:
     _check_gemm_args("nvfp4.ops.mm_sm90", act, w_packed, w_scales_swizzled, alpha, bias, out_dtype, swizzled=True)
+    require_dtype("nvfp4.ops.mm_sm90", "act", act, (torch.bfloat16,))
+    act = _aligned_rows(act)
     lib = _lib.require()
     m, k = act.shape
     n = w_packed.shape[0]

@@ -1,0 +1,10 @@
+// NVFP4 GEMM kernel config: token tile (wgmma N) = 64. Compile with -gencode arch=compute_90a,code=sm_90a only.
+#include "launch.cuh"
+
+namespace nvfp4 {
+namespace sm90 {
+int launch_bt64(const GemmParams& p, int out_dtype, bool split, int splits, cudaStream_t stream) {
+  return launch_bt_impl<64>(p, out_dtype, split, splits, stream);
+}
+}  // namespace sm90
+}  // namespace nvfp4

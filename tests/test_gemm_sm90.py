@@ -1,0 +1,133 @@
+"""Hopper NVFP4 GEMM on the device: bitwise batch invariance, accuracy vs float64, CUDA graphs, torch.compile.
+
+Skips without a Hopper GPU. tools/device_run.sh runs it on the lent H100; logs are committed under bench/results/.
+"""
+
+import pytest
+import torch
+
+from nvfp4 import NvFp4Linear
+from nvfp4.activation import quantize_activations_reference
+from nvfp4.reference import dequantize_weight_blocks
+from conftest import requires_cuda
+from gpu_data import random_layer, random_rows
+
+pytestmark = [requires_cuda, pytest.mark.gpu]
+
+BIG_SHAPES = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336),
+              (10240, 8192), (8192, 8192), (57344, 8192), (8192, 28672)]
+ODD_SHAPES = [(160, 2048), (352, 1984), (320, 1008)]
+M_VALUES = [1, 2, 3, 4, 8, 16, 17, 32, 64, 65, 128, 129, 256, 257, 512, 1000, 1024, 2048, 4096, 8192]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hopper():
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the sm_90a kernel needs a Hopper GPU")
+
+
+def _probe_rows(m: int, gen: torch.Generator) -> torch.Tensor:
+    """First, last, tile-boundary and random rows of an M-row batch (at most ~48 rows)."""
+    fixed = {0, m - 1} | {r for r in (7, 8, 15, 16, 63, 64, 127, 128, 129, 255, 256, 1000, 4095) if r < m}
+    random = torch.randint(0, m, (min(m, 32),), generator=gen).tolist()
+    return torch.tensor(sorted(fixed | set(random)), device="cuda")
+
+
+def _check_invariance(layer: NvFp4Linear, k: int, m_values, seed: int) -> int:
+    """Every probed row of each M-row call equals its M=1 result; rows also move to other positions."""
+    gen = torch.Generator().manual_seed(seed)
+    checked = 0
+    for m in m_values:
+        x = random_rows(m, k, seed=seed + m)
+        out = layer(x)
+        rows = _probe_rows(m, gen)
+        alone = torch.cat([layer(x[r : r + 1]) for r in rows.tolist()])
+        bad = (out[rows] != alone).any(dim=1).nonzero().flatten().tolist()
+        assert not bad, f"M={m}: rows {rows[bad].tolist()} differ from the same rows computed alone"
+        if m > 1:  # shift every row by one position (another tile, another offset inside the tile)
+            rolled = layer(torch.roll(x, 1, dims=0))
+            assert torch.equal(torch.roll(rolled, -1, dims=0), out), f"M={m}: a row's result depends on its position"
+        checked += rows.numel()
+    return checked
+
+
+@pytest.mark.parametrize("n,k", BIG_SHAPES + ODD_SHAPES)
+def test_invariant_mode_is_bitwise_batch_invariant(n, k):
+    layer = random_layer(n, k, seed=n + k)
+    m_values = M_VALUES if n * k <= 8192 * 8192 else [m for m in M_VALUES if m <= 4096]
+    assert _check_invariance(layer, k, m_values, seed=n * 7 + k) > 300
+
+
+@pytest.mark.parametrize("activation", ["static", "none"])
+def test_static_and_w4a16_are_invariant(activation):
+    layer = random_layer(4096, 4096, seed=3, activation=activation)
+    _check_invariance(layer, 4096, [1, 3, 17, 65, 129, 257, 1000], seed=5)
+
+
+def test_negative_control_fast_mode_differs():
+    """The invariance check can fail: fast mode (M-dependent K split) and cuBLAS differ somewhere."""
+    layer = random_layer(8192, 8192, seed=11, batch_invariant=False)
+    x = random_rows(1000, 8192, seed=12)
+    out = layer(x)
+    alone = torch.cat([layer(x[r : r + 1]) for r in range(0, 1000, 37)])
+    assert not torch.equal(out[0:1000:37], alone), "fast mode unexpectedly matched its M=1 rows"
+    w = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    xs = random_rows(2048, 4096, seed=13)
+    assert not torch.equal((xs @ w.t())[:4], xs[:4] @ w.t()), "cuBLAS unexpectedly invariant here"
+
+
+@pytest.mark.parametrize("n,k,m", [(160, 2048, 1), (352, 1984, 17), (320, 1008, 257), (4096, 4096, 65), (4096, 14336, 4), (8192, 8192, 1000)])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
+def test_accuracy_against_float64_and_every_element_written(n, k, m, out_dtype):
+    layer = random_layer(n, k, seed=m + n, dtype=out_dtype, activation="static")
+    x = random_rows(m, k, seed=m * 3, dtype=out_dtype).clamp(-30, 30)
+    poison = torch.full((m, n), float("nan"), dtype=out_dtype, device="cuda")
+    del poison  # the allocator hands this NaN-filled block to the output next
+    out = layer(x)
+    assert not torch.isnan(out).any(), "an output element was not written"
+    _, _, act, s2 = quantize_activations_reference(x, layer.input_scale.reshape(1))
+    w = dequantize_weight_blocks(layer.weight, layer.weight_scale.view(torch.uint8))
+    ref = (act.double() @ w.double().t()) * (s2.double() * layer.weight_scale_2.double()).reshape(-1, 1) + layer.bias.double()
+    ref_rounded = ref.to(out_dtype).double()
+    rel = ((out.double() - ref_rounded).norm() / ref_rounded.norm()).item()
+    assert rel <= 1e-3, rel
+    if out_dtype == torch.float16:  # fine enough rounding to compare with the unrounded value too
+        assert ((out.double() - ref).norm() / ref.norm()).item() <= 1e-3
+
+
+def test_cuda_graph_replay_and_compile_are_bitwise_equal_to_eager():
+    layer = random_layer(4096, 4096, seed=21)
+    compiled = torch.compile(layer, fullgraph=True, dynamic=True)
+    for m in (1, 17, 257):
+        x = random_rows(m, 4096, seed=m)
+        eager = layer(x)
+        static_x = x.clone()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            layer(static_x)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = layer(static_x)
+        static_x.copy_(random_rows(m, 4096, seed=m + 1000))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(captured, layer(static_x)), f"graph replay differs from eager at M={m}"
+        assert torch.equal(compiled(x), eager), f"torch.compile differs from eager at M={m}"
+        # and a row's bits do not depend on which of these paths ran it
+        assert torch.equal(compiled(x[-1:]), eager[-1:])
+
+
+def test_gemm_op_rejects_bad_input():
+    from nvfp4 import ops
+
+    layer = random_layer(256, 256, seed=1)
+    act = torch.randn(4, 256, device="cuda", dtype=torch.bfloat16)
+    alpha = torch.ones(1, device="cuda")
+    with pytest.raises(TypeError, match="act must have dtype bfloat16"):
+        ops.mm_sm90_impl(act.half(), layer.weight, layer.weight_scale_swizzled, alpha, None, torch.bfloat16, True)
+    with pytest.raises(ValueError, match="w_scale must have shape"):
+        ops.mm_sm90_impl(act, layer.weight, layer.weight_scale_swizzled[:100], alpha, None, torch.bfloat16, True)
+    with pytest.raises(ValueError, match="alpha is on cpu but act is on cuda"):
+        ops.mm_sm90_impl(act, layer.weight, layer.weight_scale_swizzled, alpha.cpu(), None, torch.bfloat16, True)
