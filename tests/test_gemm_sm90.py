@@ -80,6 +80,7 @@ def test_negative_control_fast_mode_differs():
 @pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
 def test_accuracy_against_float64_and_every_element_written(n, k, m, out_dtype):
     layer = random_layer(n, k, seed=m + n, dtype=out_dtype, activation="static")
+    layer.weight_scale_2.fill_(1e-6)  # keeps |out| within fp16 range for these wide-spread operands
     x = random_rows(m, k, seed=m * 3, dtype=out_dtype).clamp(-30, 30)
     poison = torch.full((m, n), float("nan"), dtype=out_dtype, device="cuda")
     del poison  # the allocator hands this NaN-filled block to the output next
