@@ -7,5 +7,14 @@ set(NVFP4_SM90_SOURCES
     cpp/kernels/sm90/gemm_bt32.cu
     cpp/kernels/sm90/gemm_bt64.cu
     cpp/kernels/sm90/gemm_bt128.cu)
-set(NVFP4_SM100_SOURCES "")
-set(NVFP4_SM120_SOURCES "")
+# SM100 (sm_100a): one CUTLASS configuration per TU (cpp/kernels/sm100/config.h has the table) + the C ABI.
+set(NVFP4_SM100_SOURCES
+    cpp/kernels/sm100/dispatch.cu
+    cpp/kernels/sm100/gemm_1sm_128x128x256.cu
+    cpp/kernels/sm100/gemm_2sm_256x128x256.cu
+    cpp/kernels/sm100/gemm_2sm_256x256x256.cu)
+# SM120 (sm_120a): one CUTLASS configuration per TU (cpp/kernels/sm120/config.h has the table) + the C ABI.
+set(NVFP4_SM120_SOURCES
+    cpp/kernels/sm120/dispatch.cu
+    cpp/kernels/sm120/gemm_coop_128x128x128.cu
+    cpp/kernels/sm120/gemm_coop_256x128x128.cu)

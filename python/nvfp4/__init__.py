@@ -6,10 +6,19 @@ from .info import kernel_info
 from .linear import NvFp4Linear
 from .quantize import quantize
 from .tensor import NvFp4Tensor, dequantize
+from .convert import quantize_model
+from .invariant_ops import InvariantLinear
+from .loading import UnsupportedCheckpointError, from_pretrained
+from .save import save_pretrained
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "InvariantLinear",
+    "UnsupportedCheckpointError",
+    "from_pretrained",
+    "quantize_model",
+    "save_pretrained",
     "NoKernelError",
     "NvFp4Linear",
     "NvFp4Tensor",

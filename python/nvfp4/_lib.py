@@ -37,6 +37,29 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     ),
 }
 
+# Blackwell (issue 3): the same C ABI for SM100 (sm_100a) and SM120 (sm_120a); see the Blackwell section of nvfp4.h.
+for _fam in ("sm100", "sm120"):
+    _SIGNATURES.update({
+        f"nvfp4_{_fam}_num_configs": (ctypes.c_int, []),
+        f"nvfp4_{_fam}_config_info": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]),
+        f"nvfp4_{_fam}_select_config": (ctypes.c_int, [_c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]),
+        f"nvfp4_{_fam}_config_name": (ctypes.c_int, [_c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]),
+        f"nvfp4_{_fam}_host_check": (
+            ctypes.c_int,
+            [ctypes.c_int, _c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+             ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_int)],
+        ),
+        f"nvfp4_{_fam}_gemm_workspace_size": (
+            ctypes.c_int, [_c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)],
+        ),
+        f"nvfp4_{_fam}_gemm": (
+            ctypes.c_int,
+            [_c_ptr, _c_ptr, _c_i64, _c_i64, _c_i64, _c_ptr, _c_ptr, _c_ptr, ctypes.c_int, _c_ptr, _c_ptr,
+             ctypes.c_int, _c_i64, ctypes.c_int, _c_ptr, ctypes.c_size_t, _c_ptr],
+        ),
+    })
+del _fam
+
 
 class KernelLibraryError(RuntimeError):
     """The compiled library is missing, too old, or a kernel call reported an error."""

@@ -8,8 +8,8 @@ from torch import nn
 from . import ops
 from .activation import quantize_activations_reference
 from .checks import ACTIVATION_DTYPES, require_dtype, require_tensor
-from .dispatch import BACKENDS, device_capability, quantizer_compiled_for, select_backend
-from .format import BLOCK_SIZE, GLOBAL_SCALE_RANGE, swizzle_scales
+from .dispatch import BACKENDS, NoKernelError, device_capability, quantizer_compiled_for, select_backend
+from .format import BLOCK_SIZE, GLOBAL_SCALE_RANGE, round_up, swizzle_scales
 from .quantize import quantize
 
 # "static": calibrated input_scale (ModelOpt NVFP4); "per-token": each row's own global scale (no input_scale);
@@ -37,6 +37,12 @@ def _resolve_backend(device_type: str, device_index: int | None, batch_invariant
 def _has_quantizer_kernel(device_index: int | None) -> bool:
     device = torch.device("cuda", device_index) if device_index is not None else torch.device("cuda")
     return quantizer_compiled_for(device_capability(device))
+
+
+# Blackwell GEMM operand alignment (docs/blackwell.md): K rows of 16 bytes for TMA loads, N rows of 16 bytes for the
+# bf16/fp16 TMA store.
+_BLACKWELL_K_ALIGN = 32
+_BLACKWELL_N_ALIGN = 8
 
 
 class NvFp4Linear(nn.Module):
@@ -85,6 +91,11 @@ class NvFp4Linear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n, dtype=dtype, device=device), requires_grad=False) if bias else None
         # Derived, not saved: the 128x4-swizzled copy of weight_scale that the kernels read.
         self.register_buffer("weight_scale_swizzled", swizzle_scales(self.weight_scale), persistent=False)
+        # Derived, not saved: the packed weight padded for the Blackwell GEMMs (K to a multiple of 32, N to a
+        # multiple of 8, zeros), or None when no padding is needed. The swizzled scales need no extra padding: their
+        # layout already pads rows to 128 and 16-element groups to 4, with zeros.
+        self.register_buffer("weight_blackwell", None, persistent=False)
+        self._refresh_derived()
 
     # --- construction ------------------------------------------------------------------------------------------
 
@@ -131,6 +142,12 @@ class NvFp4Linear(nn.Module):
 
     def _refresh_derived(self) -> None:
         self.weight_scale_swizzled = swizzle_scales(self.weight_scale)
+        n, k = self.out_features, self.in_features
+        n_pad, k_pad = round_up(n, _BLACKWELL_N_ALIGN), round_up(k, _BLACKWELL_K_ALIGN)
+        if (n_pad, k_pad) == (n, k):
+            self.weight_blackwell = None
+        else:
+            self.weight_blackwell = torch.nn.functional.pad(self.weight, (0, (k_pad - k) // 2, 0, n_pad - n))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # load_state_dict would silently cast (fp32 values into an e4m3 buffer get re-rounded): validate first.
@@ -183,12 +200,38 @@ class NvFp4Linear(nn.Module):
             out = ops.call(ops.mm_reference, ops.mm_reference_impl, act, self.weight, self.weight_scale.view(torch.uint8), alpha, bias, x.dtype)
         elif backend == "sm90":
             out = ops.call(ops.mm_sm90, ops.mm_sm90_impl, act, self.weight, self.weight_scale_swizzled, alpha, bias, x.dtype, self.batch_invariant)
+        elif backend in ("sm100", "sm120"):
+            # NVFP4 x NVFP4 on block-scaled tensor cores; weights padded once (_refresh_derived), N sliced back.
+            op, impl = (ops.mm_sm100, ops.mm_sm100_impl) if backend == "sm100" else (ops.mm_sm120, ops.mm_sm120_impl)
+            w = self.weight if self.weight_blackwell is None else self.weight_blackwell
+            n_pad = w.shape[0]
+            if bias is not None and n_pad != self.out_features:
+                bias = torch.nn.functional.pad(bias, (0, n_pad - self.out_features))
+            act_packed, act_scales = act
+            out = ops.call(op, impl, act_packed, act_scales, w, self.weight_scale_swizzled, alpha, bias, x.dtype, self.batch_invariant)
+            if n_pad != self.out_features:
+                out = out[:, : self.out_features]
         else:  # pragma: no cover - select_backend only returns families the library holds
             raise NotImplementedError(f"{fn}: backend {backend} is not wired yet")
         return out.reshape(*lead, self.out_features)
 
     def _activation_operand(self, x2: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(activation operand of the GEMM, alpha: one value or one per row)."""
+        """(activation operand of the GEMM, alpha: one value or one per row).
+
+        sm100/sm120: the operand is (packed e2m1 [M, K_pad/2], swizzled e4m3 scales), K zero-padded to a multiple of
+        32 (only when in_features is not one already); alpha[m] = row_scale[m] * weight_scale_2."""
+        if backend in ("sm100", "sm120"):
+            if self.activation == "none":
+                raise NoKernelError(
+                    f"NvFp4Linear.forward: W4A16 (activation='none') has no {backend} kernel (the Blackwell GEMMs take "
+                    f"NVFP4 activations); use activation='static' or 'per-token', or backend='reference'"
+                )
+            static = self.input_scale.reshape(1) if self.input_scale is not None else None
+            k_pad = round_up(self.in_features, _BLACKWELL_K_ALIGN)
+            if k_pad != self.in_features:
+                x2 = torch.nn.functional.pad(x2, (0, k_pad - self.in_features))
+            packed, scales, row_scale = ops.call(ops.quantize_activations_nvfp4, ops.quantize_activations_nvfp4_impl, x2, static)
+            return (packed, scales), row_scale * self.weight_scale_2
         if self.activation == "none":
             if backend != "reference" and x2.dtype != torch.bfloat16:
                 raise TypeError(f"NvFp4Linear.forward: W4A16 on {backend} takes bfloat16 x, got {x2.dtype}")

@@ -204,10 +204,90 @@ def _(act, w_packed, w_scales_swizzled, alpha, bias, out_dtype, invariant):
     return act.new_empty((act.shape[0], w_packed.shape[0]), dtype=out_dtype)
 
 
+# --- Blackwell GEMMs (SM100 sm_100a, SM120 sm_120a): NVFP4 activations x NVFP4 weights ---------------------------
+
+def _mm_blackwell_impl(family: str, act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias,
+                       out_dtype: torch.dtype, invariant: bool) -> torch.Tensor:
+    fn = f"nvfp4.ops.mm_{family}"
+    for name, t in (("act_packed", act_packed), ("act_scales", act_scales), ("w_packed", w_packed),
+                    ("w_scales_swizzled", w_scales_swizzled)):
+        require_tensor(fn, name, t)
+        require_dtype(fn, name, t, (torch.uint8,))
+        if not t.is_contiguous():
+            raise ValueError(f"{fn}: {name} must be contiguous")
+    require_dim(fn, "act_packed", act_packed, 2)
+    require_dim(fn, "w_packed", w_packed, 2)
+    m, k = act_packed.shape[0], act_packed.shape[1] * 2
+    n = w_packed.shape[0]
+    require_multiple(fn, "K (2 * act_packed.shape[1])", k, 32)
+    require_multiple(fn, "N (w_packed.shape[0])", n, 8)
+    require_shape(fn, "w_packed", w_packed, (n, k // 2))
+    require_shape(fn, "act_scales", act_scales, (swizzled_scale_bytes(m, k // 16),))
+    require_shape(fn, "w_scales_swizzled", w_scales_swizzled, (swizzled_scale_bytes(n, k // 16),))
+    require_dtype(fn, "alpha", alpha, (torch.float32,))
+    if alpha.numel() not in (1, m) or not alpha.is_contiguous():
+        raise ValueError(f"{fn}: alpha must be a contiguous tensor of 1 or M={m} values, got shape {tuple(alpha.shape)}")
+    if out_dtype not in ACTIVATION_DTYPES:
+        raise TypeError(f"{fn}: out_dtype must be bfloat16 or float16, got {out_dtype}")
+    if bias is not None:
+        require_shape(fn, "bias", bias, (n,))
+        require_dtype(fn, "bias", bias, (out_dtype,))
+    require_same_device(fn, "act_packed", act_packed, act_scales=act_scales, w_packed=w_packed,
+                        w_scales_swizzled=w_scales_swizzled, alpha=alpha, bias=bias)
+    lib = _lib.require()
+    out = torch.empty((m, n), dtype=out_dtype, device=act_packed.device)
+    size = ctypes.c_size_t(0)
+    entry = f"nvfp4_{family}_gemm"
+    _lib.check(getattr(lib, f"{entry}_workspace_size")(m, n, k, int(invariant), ctypes.byref(size)), entry)
+    workspace = torch.empty((size.value,), dtype=torch.uint8, device=act_packed.device) if size.value else None
+    status = getattr(lib, entry)(
+        act_packed.data_ptr(), act_scales.data_ptr(), m, n, k, w_packed.data_ptr(), w_scales_swizzled.data_ptr(),
+        alpha.data_ptr(), int(alpha.numel() != 1), _ptr(bias), out.data_ptr(), _DTYPE_CODE[out_dtype], out.stride(0),
+        int(invariant), _ptr(workspace), size.value, _stream(act_packed.device),
+    )
+    _lib.check(status, entry)
+    return out
+
+
+def mm_sm100_impl(act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias, out_dtype: torch.dtype, invariant: bool) -> torch.Tensor:
+    return _mm_blackwell_impl("sm100", act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias, out_dtype, invariant)
+
+
+@torch.library.custom_op("nvfp4::mm_sm100", mutates_args=())
+def mm_sm100(
+    act_packed: torch.Tensor, act_scales: torch.Tensor, w_packed: torch.Tensor, w_scales_swizzled: torch.Tensor,
+    alpha: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype, invariant: bool,
+) -> torch.Tensor:
+    return mm_sm100_impl(act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias, out_dtype, invariant)
+
+
+@mm_sm100.register_fake
+def _(act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias, out_dtype, invariant):
+    return act_packed.new_empty((act_packed.shape[0], w_packed.shape[0]), dtype=out_dtype)
+
+
+def mm_sm120_impl(act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias, out_dtype: torch.dtype, invariant: bool) -> torch.Tensor:
+    return _mm_blackwell_impl("sm120", act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias, out_dtype, invariant)
+
+
+@torch.library.custom_op("nvfp4::mm_sm120", mutates_args=())
+def mm_sm120(
+    act_packed: torch.Tensor, act_scales: torch.Tensor, w_packed: torch.Tensor, w_scales_swizzled: torch.Tensor,
+    alpha: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype, invariant: bool,
+) -> torch.Tensor:
+    return mm_sm120_impl(act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias, out_dtype, invariant)
+
+
+@mm_sm120.register_fake
+def _(act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias, out_dtype, invariant):
+    return act_packed.new_empty((act_packed.shape[0], w_packed.shape[0]), dtype=out_dtype)
+
+
 __all__ = [
     "call",
     "quantize_activations_nvfp4", "quantize_activations_nvfp4_impl",
     "quantize_activations_dequant", "quantize_activations_dequant_impl",
     "mm_reference", "mm_reference_impl",
     "mm_sm90", "mm_sm90_impl",
+    "mm_sm100", "mm_sm100_impl", "mm_sm120", "mm_sm120_impl",
 ]

@@ -77,6 +77,50 @@ NVFP4_API int nvfp4_sm90_gemm(const void* act, int64_t act_row_stride, int64_t M
                               int64_t out_row_stride, int invariant, void* workspace, size_t workspace_bytes,
                               void* stream);
 
+// ==== Blackwell (added for issue 3) ==============================================================================
+// SM100 (sm_100a: B200/GB200, compute capability 10.0 only) and SM120 (sm_120a: RTX 50 / RTX PRO, 12.0 only)
+// NVFP4 x NVFP4 GEMMs on CUTLASS block-scaled tensor cores (docs/blackwell.md). XX below is 100 or 120; a function
+// exists only when the library was built for that arch.
+//   out[m, n] = alpha[m] * sum_k (act[m, k] * act_scale[m, k/16]) * (w[n, k] * w_scale[n, k/16]) + bias[n]
+//   act_packed: [M, K/2] uint8 contiguous (e2m1 pairs); act_scales: swizzled e4m3 for M rows and K/16 groups.
+//   w_packed:   [N, K/2] uint8 contiguous;               w_scales:   swizzled e4m3 for N rows and K/16 groups.
+//   K % 32 == 0 (16-byte rows for TMA) and N % 8 == 0 (16-byte rows for the TMA store): pad with zero data and
+//   zero scales. alpha: device fp32, 1 value (alpha_per_row == 0) or M values (per-token scale * weight_scale_2).
+//   bias: [N] in out_dtype or NULL. out: [M, N] row stride out_row_stride (>= N, multiple of 8). Every pointer
+//   16-byte aligned (alpha: 4). invariant: 1 = configuration from (N, K) only; 0 = chosen by M too.
+//   workspace: nvfp4_smXX_gemm_workspace_size bytes (may be NULL when 0).
+// Configuration queries (host only, no device needed):
+//   nvfp4_smXX_num_configs / nvfp4_smXX_config_info(index, name, cap): the compiled configuration table.
+//   nvfp4_smXX_select_config / nvfp4_smXX_config_name: the configuration the GEMM would run for (M, N, K, mode);
+//     config_name returns the name length (or minus the status on invalid arguments) and writes it into buf.
+//   nvfp4_smXX_host_check: CUTLASS can_implement and get_workspace_size of configuration `index` for (M, N, K) with
+//     hw_info.sm_count = sm_count (no CUDA call), and whether the SFA/SFB layouts handed to CUTLASS give the 128x4
+//     offsets above for every (row, group) checked.
+NVFP4_API int nvfp4_sm100_num_configs(void);
+NVFP4_API int nvfp4_sm100_config_info(int index, char* name, size_t capacity);
+NVFP4_API int nvfp4_sm100_select_config(int64_t M, int64_t N, int64_t K, int invariant, int* index);
+NVFP4_API int nvfp4_sm100_config_name(int64_t M, int64_t N, int64_t K, int invariant, char* buf, size_t capacity);
+NVFP4_API int nvfp4_sm100_host_check(int index, int64_t M, int64_t N, int64_t K, int out_dtype, int sm_count,
+                                     int* can_implement, size_t* workspace_bytes, int* layout_ok);
+NVFP4_API int nvfp4_sm100_gemm_workspace_size(int64_t M, int64_t N, int64_t K, int invariant, size_t* bytes);
+NVFP4_API int nvfp4_sm100_gemm(const uint8_t* act_packed, const uint8_t* act_scales, int64_t M, int64_t N, int64_t K,
+                               const uint8_t* w_packed, const uint8_t* w_scales, const float* alpha, int alpha_per_row,
+                               const void* bias, void* out, int out_dtype, int64_t out_row_stride, int invariant,
+                               void* workspace, size_t workspace_bytes, void* stream);
+
+NVFP4_API int nvfp4_sm120_num_configs(void);
+NVFP4_API int nvfp4_sm120_config_info(int index, char* name, size_t capacity);
+NVFP4_API int nvfp4_sm120_select_config(int64_t M, int64_t N, int64_t K, int invariant, int* index);
+NVFP4_API int nvfp4_sm120_config_name(int64_t M, int64_t N, int64_t K, int invariant, char* buf, size_t capacity);
+NVFP4_API int nvfp4_sm120_host_check(int index, int64_t M, int64_t N, int64_t K, int out_dtype, int sm_count,
+                                     int* can_implement, size_t* workspace_bytes, int* layout_ok);
+NVFP4_API int nvfp4_sm120_gemm_workspace_size(int64_t M, int64_t N, int64_t K, int invariant, size_t* bytes);
+NVFP4_API int nvfp4_sm120_gemm(const uint8_t* act_packed, const uint8_t* act_scales, int64_t M, int64_t N, int64_t K,
+                               const uint8_t* w_packed, const uint8_t* w_scales, const float* alpha, int alpha_per_row,
+                               const void* bias, void* out, int out_dtype, int64_t out_row_stride, int invariant,
+                               void* workspace, size_t workspace_bytes, void* stream);
+// ==== end Blackwell ==============================================================================================
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,239 @@
+"""`python -m nvfp4 {info,check,demo}`.
+
+info:  versions, compiled architectures, the kernel that serves this device (nvfp4.kernel_info()).
+check: batch-invariance self-test through NvFp4Linear over a set of shapes on this device; a pass/fail table and a
+       non-zero exit status on failure. Without a GPU it checks the reference path, and says so.
+demo:  loads a tiny NVFP4 checkpoint (the committed fixtures, or --model PATH), places a needle prompt at random
+       positions in batches of changing size and shows that its logits and greedy tokens are identical with
+       invariance on (and, on a GPU, whether they differ with it off), with timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+DEFAULT_CHECK_SHAPES = ((1, 64, 64), (16, 160, 2048), (17, 352, 1984), (64, 320, 1008), (65, 128, 4096))
+BATCH_SIZES = (1, 2, 3, 5, 8, 11, 16, 17)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+# --- needle ----------------------------------------------------------------------------------------------------
+
+
+def needle_batches(vocab: tuple[int, int], prompt_len: int, sizes, seed: int):
+    """Yields (batch input_ids [B, L], needle position) for each size B of *other* prompts (B+1 rows in all)."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = vocab
+    needle = torch.randint(lo, hi, (1, prompt_len), generator=g)
+    yield needle, 0
+    for b in sizes:
+        others = torch.randint(lo, hi, (b, prompt_len), generator=g)
+        pos = int(torch.randint(0, b + 1, (1,), generator=g))
+        yield torch.cat([others[:pos], needle, others[pos:]]), pos
+
+
+def greedy(model, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """Greedy decoding with the KV cache, `new_tokens` tokens, no early stop (equal-length prompts, no padding)."""
+    out = model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+        do_sample=False, pad_token_id=0, num_beams=1,
+    )
+    return out[:, ids.shape[1]:]
+
+
+def needle_run(model, *, vocab=(4, 29), prompt_len=16, sizes=BATCH_SIZES, seed=0, new_tokens=32,
+               progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Needle prompt alone, then inside batches of `sizes` other prompts: per size, whether its logits (all
+    positions) and its greedy tokens equal the alone run bitwise, the max |diff| of logits, and timings."""
+    device = next(model.parameters()).device
+    rows: list[dict[str, Any]] = []
+    alone_logits = alone_tokens = None
+    with torch.no_grad():
+        for ids, pos in needle_batches(vocab, prompt_len, sizes, seed):
+            ids = ids.to(device)
+            t0 = time.perf_counter()
+            logits = model(ids).logits[pos].float().cpu()
+            t1 = time.perf_counter()
+            tokens = greedy(model, ids, new_tokens)[pos].cpu() if new_tokens else torch.empty(0)
+            t2 = time.perf_counter()
+            if alone_logits is None:
+                alone_logits, alone_tokens = logits, tokens
+            row = {
+                "batch": ids.shape[0], "position": pos,
+                "logits_equal": bool(torch.equal(logits, alone_logits)),
+                "max_abs_diff": float((logits - alone_logits).abs().max()),
+                "tokens_equal": bool(torch.equal(tokens, alone_tokens)),
+                "forward_s": t1 - t0, "generate_s": t2 - t1,
+            }
+            rows.append(row)
+            if progress:
+                progress(f"  batch {row['batch']:>3} (needle at {pos:>2}): logits {'equal' if row['logits_equal'] else 'DIFFER'}, "
+                         f"tokens {'equal' if row['tokens_equal'] else 'DIFFER'}  [{row['forward_s']*1e3:.0f} ms + {row['generate_s']:.2f} s]")
+    return rows
+
+
+# --- commands --------------------------------------------------------------------------------------------------
+
+
+def cmd_info(args) -> int:
+    import nvfp4
+
+    info = {"nvfp4": nvfp4.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "cuda_available": torch.cuda.is_available()}
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        info["transformers"] = None
+    status = 0
+    try:
+        info.update(nvfp4.kernel_info())
+    except Exception as exc:  # a library that fails to load is reported, not a traceback
+        info["kernel_info_error"] = f"{type(exc).__name__}: {exc}"
+        status = 1
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        width = max(len(k) for k in info)
+        for k, v in info.items():
+            print(f"{k:<{width}}  {v}")
+    return status
+
+
+def check_invariance(shapes, device: torch.device, *, activations=("per-token", "static", "none"),
+                     progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """For each (M, N, K) and activation mode: every row of an M-row batch (and rows in reversed order, and a
+    needle in a batch of other rows) must equal its own M=1 result bitwise."""
+    from torch import nn
+
+    from .linear import NvFp4Linear
+
+    results = []
+    for m, n, k in shapes:
+        for act in activations:
+            t0 = time.perf_counter()
+            g = torch.Generator().manual_seed(m * 7919 + n * 31 + k)
+            lin = nn.Linear(k, n, bias=True, dtype=torch.bfloat16)
+            with torch.no_grad():
+                lin.weight.copy_((torch.randn(n, k, generator=g) * torch.exp2(torch.randint(-8, 8, (n, 1), generator=g).float())).to(torch.bfloat16))
+            layer = NvFp4Linear.from_linear(
+                lin, batch_invariant=True, input_amax=4.0 if act == "static" else None,
+                activation=act if act == "none" else None,
+            ).to(device)
+            x = (torch.randn(m, k, generator=g) * torch.exp2(torch.randint(-6, 6, (m, k // 16, 1), generator=g).float().repeat_interleave(16, 1).reshape(m, k))).to(torch.bfloat16).to(device)
+            try:
+                full = layer(x)
+                single = torch.cat([layer(x[i:i + 1]) for i in range(m)])
+                rev = layer(x.flip(0)).flip(0)
+                bad = int((~(full == single).all(dim=1) | ~(rev == single).all(dim=1)).sum())
+                status, note = ("PASS" if bad == 0 else "FAIL"), f"{bad} rows differ" if bad else ""
+            except Exception as exc:  # a missing kernel is a failure of the check, reported, not a crash
+                status, note = "ERROR", f"{type(exc).__name__}: {exc}"[:120]
+            results.append({"M": m, "N": n, "K": k, "activation": act, "backend": _backend(layer), "status": status,
+                            "note": note, "seconds": time.perf_counter() - t0})
+            if progress:
+                progress(f"  {m:>4} x {n:>4} x {k:>5}  {act:<9} {status}")
+    return results
+
+
+def _backend(layer) -> str:
+    try:
+        return layer.resolved_backend()
+    except Exception as exc:
+        return f"none ({type(exc).__name__})"
+
+
+def cmd_check(args) -> int:
+    device = torch.device(args.device) if args.device else _device()
+    if device.type == "cpu":
+        _say("No CUDA device: checking the CPU reference path (the GPU kernels are not exercised).")
+    else:
+        _say(f"Checking NvFp4Linear batch invariance on {torch.cuda.get_device_name(device)}.")
+    shapes = DEFAULT_CHECK_SHAPES if not args.quick else DEFAULT_CHECK_SHAPES[:2]
+    results = check_invariance(shapes, device, progress=_say)
+    _say("")
+    _say(f"{'M':>5} {'N':>5} {'K':>6}  {'activation':<10} {'backend':<12} {'result':<6} note")
+    for r in results:
+        _say(f"{r['M']:>5} {r['N']:>5} {r['K']:>6}  {r['activation']:<10} {r['backend']:<12} {r['status']:<6} {r['note']}")
+    failed = [r for r in results if r["status"] != "PASS"]
+    _say(f"\n{len(results) - len(failed)}/{len(results)} passed" + ("" if not failed else " -- FAILED"))
+    return 1 if failed else 0
+
+
+def _fixture_model() -> Path:
+    here = Path(__file__).resolve()
+    for base in (here.parent / "_fixtures" / "modelopt-nvfp4", here.parents[2] / "tests" / "fixtures" / "modelopt-nvfp4"):
+        if (base / "config.json").is_file():
+            return base
+    raise FileNotFoundError("no bundled tiny NVFP4 model found; pass --model PATH")
+
+
+def cmd_demo(args) -> int:
+    from .loading import from_pretrained
+
+    device = torch.device(args.device) if args.device else _device()
+    path = Path(args.model) if args.model else _fixture_model()
+    if device.type == "cpu":
+        _say("No CUDA device: running the CPU reference path (slow, invariant by construction; the GPU kernels are "
+             "not exercised).")
+    sizes = BATCH_SIZES if not args.quick else BATCH_SIZES[:4]
+    ok = True
+    modes = (True, False) if device.type == "cuda" else (True,)
+    for invariant in modes:
+        _say(f"\nLoading {path} (batch_invariant={invariant}) on {device} ...")
+        t0 = time.perf_counter()
+        model = from_pretrained(path, batch_invariant=invariant, device=device)
+        _say(f"  loaded in {time.perf_counter() - t0:.2f} s")
+        vocab = (4, min(int(model.config.vocab_size), 29 if args.model is None else int(model.config.vocab_size)))
+        _say(f"Needle prompt ({args.prompt_len} tokens) in batches of {', '.join(str(s + 1) for s in sizes)} rows, "
+             f"{args.tokens} greedy tokens each:")
+        rows = needle_run(model, vocab=vocab, prompt_len=args.prompt_len, sizes=sizes, seed=args.seed,
+                          new_tokens=args.tokens, progress=_say)
+        same = all(r["logits_equal"] and r["tokens_equal"] for r in rows)
+        _say(f"  => {'identical' if same else 'DIFFERENT'} logits and tokens across batch sizes "
+             f"(invariance {'on' if invariant else 'off'})")
+        if invariant and not same:
+            ok = False
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nvfp4", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="versions, compiled archs and the kernel for this device")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("check", help="batch-invariance self-test of NvFp4Linear on this device")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quick", action="store_true", help="fewer shapes")
+    p.set_defaults(fn=cmd_check)
+    p = sub.add_parser("demo", help="needle prompt in batches of changing size on a tiny NVFP4 model")
+    p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled tiny ModelOpt NVFP4 model)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--prompt-len", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="fewer batch sizes")
+    p.set_defaults(fn=cmd_demo)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
