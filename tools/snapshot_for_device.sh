@@ -5,3 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .devsnap && mkdir -p .devsnap
 git archive HEAD cpp cmake CMakeLists.txt python tests bench | tar -x -C .devsnap
+git rev-parse --short HEAD > .devsnap/COMMIT
