@@ -42,8 +42,9 @@ def test_compile_fullgraph_has_no_breaks_and_equal_bits():
 def test_opcheck_quantizer_ops(device):
     x = wide_spread(9, 48, seed=3).to(device)
     for static in (None, torch.tensor([0.25], device=device)):
-        torch.library.opcheck(ops.quantize_activations_nvfp4, (x, static))
-        torch.library.opcheck(ops.quantize_activations_dequant, (x, static))
+        for mult in (None, torch.tensor([1.5], device=device)):
+            torch.library.opcheck(ops.quantize_activations_nvfp4, (x, static, mult))
+            torch.library.opcheck(ops.quantize_activations_dequant, (x, static, mult))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -61,6 +61,11 @@ def test_bit_identical_to_reference(dtype, static, k):
         torch.cuda.synchronize()
         _assert_same((packed, scales, dequant, row_scale), ref, f"M={m} K={k} {dtype} static={static}")
         assert torch.equal(row_scale.view(torch.int32), row_scale2.view(torch.int32))
+        # the fused alpha (row scale times the weight's global scale) matches the reference's fp32 product
+        mult = torch.tensor([0.3712], device="cuda")
+        _, alpha = ops.quantize_activations_dequant_impl(xc, sc, mult)
+        ref_alpha = quantize_activations_reference(x, scale, mult.cpu())[3]
+        assert torch.equal(alpha.cpu().view(torch.int32), ref_alpha.view(torch.int32))
 
 
 def test_padding_is_zeroed_even_in_dirty_memory():

@@ -63,6 +63,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
     const T* __restrict__ x, int64_t rows, int64_t cols, int64_t x_row_stride,
     const float* __restrict__ static_global_scale, float* __restrict__ row_global_scale_out,
+    const float* __restrict__ row_scale_multiplier,
     uint8_t* __restrict__ packed_out, uint8_t* __restrict__ scales_out, __nv_bfloat16* __restrict__ dequant_out) {
   const int64_t row = blockIdx.x;
   const int64_t groups = cols / kBlock;
@@ -99,7 +100,8 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
     if (s2 == 0.f) s2 = 1.f;
     if (isnan(s2)) s2 = __int_as_float(kCanonicalNanF32);
   }
-  if (row_global_scale_out != nullptr && threadIdx.x == 0) row_global_scale_out[row] = s2;
+  if (row_global_scale_out != nullptr && threadIdx.x == 0)
+    row_global_scale_out[row] = row_scale_multiplier != nullptr ? __fmul_rn(s2, *row_scale_multiplier) : s2;
 
   const float six_s2 = __fmul_rn(6.0f, s2);
   for (int64_t g = threadIdx.x; g < groups4 * 4; g += kThreads) {
@@ -156,8 +158,9 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
 
 extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t rows, int64_t cols,
                                           int64_t x_row_stride, const float* static_global_scale,
-                                          float* row_global_scale_out, uint8_t* packed_out, uint8_t* scales_out,
-                                          void* dequant_out, void* stream) {
+                                          float* row_global_scale_out, const float* row_scale_multiplier,
+                                          uint8_t* packed_out, uint8_t* scales_out, void* dequant_out,
+                                          void* stream) {
   using namespace nvfp4;
   NVFP4_REQUIRE(x != nullptr, "x: must not be NULL");
   NVFP4_REQUIRE(x_dtype == NVFP4_DTYPE_BF16 || x_dtype == NVFP4_DTYPE_FP16,
@@ -184,10 +187,11 @@ extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t ro
   if (x_dtype == NVFP4_DTYPE_BF16) {
     quantize_rows_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(
         static_cast<const __nv_bfloat16*>(x), rows, cols, x_row_stride, static_global_scale, row_global_scale_out,
-        packed_out, scales_out, dq);
+        row_scale_multiplier, packed_out, scales_out, dq);
   } else {
     quantize_rows_kernel<__half><<<grid, kThreads, 0, s>>>(static_cast<const __half*>(x), rows, cols, x_row_stride,
-                                                           static_global_scale, row_global_scale_out, packed_out,
+                                                           static_global_scale, row_global_scale_out,
+                                                           row_scale_multiplier, packed_out,
                                                            scales_out, dq);
   }
   return check_cuda(cudaGetLastError(), "nvfp4_quantize_activations launch");

@@ -24,7 +24,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "nvfp4_compiled_archs": (ctypes.c_int, [ctypes.POINTER(ctypes.c_int), ctypes.c_int]),
     "nvfp4_quantize_activations": (
         ctypes.c_int,
-        [_c_ptr, ctypes.c_int, _c_i64, _c_i64, _c_i64, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr],
+        [_c_ptr, ctypes.c_int, _c_i64, _c_i64, _c_i64, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr],
     ),
     "nvfp4_sm90_gemm_workspace_size": (
         ctypes.c_int,

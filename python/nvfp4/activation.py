@@ -36,14 +36,15 @@ def row_global_scales(x: torch.Tensor, static_scale: torch.Tensor | None) -> tor
 
 
 def quantize_activations_reference(
-    x: torch.Tensor, static_scale: torch.Tensor | None
+    x: torch.Tensor, static_scale: torch.Tensor | None, scale_multiplier: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """x [rows, K] bf16/fp16 -> (packed uint8 [rows, K/2], swizzled scale bytes, dequantized bf16 [rows, K],
-    row decode scales float32 [rows]). The dequantized values are e2m1 * block scale, without the global scale; a
+    row decode scales float32 [rows], times scale_multiplier when given: the GEMM's alpha). The dequantized values are e2m1 * block scale, without the global scale; a
     NaN among them is the canonical bf16 NaN 0x7FC0 (what torch's CPU conversion writes)."""
     s2 = row_global_scales(x, static_scale)
     codes, block_scale = modelopt_block_quantize(x, s2)
     rows, cols = x.shape
     values = e2m1_values(codes).reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
     dequant = canonical_nan_bf16((values * block_scale.float().unsqueeze(-1)).reshape(rows, cols).to(torch.bfloat16))
-    return pack_e2m1(codes), swizzle_scales(block_scale), dequant, s2
+    row_scale = s2 if scale_multiplier is None else s2 * scale_multiplier.float().reshape(1).to(s2.device)
+    return pack_e2m1(codes), swizzle_scales(block_scale), dequant, row_scale

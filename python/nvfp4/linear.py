@@ -230,18 +230,23 @@ class NvFp4Linear(nn.Module):
             k_pad = round_up(self.in_features, _BLACKWELL_K_ALIGN)
             if k_pad != self.in_features:
                 x2 = torch.nn.functional.pad(x2, (0, k_pad - self.in_features))
-            packed, scales, row_scale = ops.call(ops.quantize_activations_nvfp4, ops.quantize_activations_nvfp4_impl, x2, static)
-            return (packed, scales), row_scale * self.weight_scale_2
+            packed, scales, alpha = ops.call(
+                ops.quantize_activations_nvfp4, ops.quantize_activations_nvfp4_impl, x2, static, self.weight_scale_2.reshape(1)
+            )
+            return (packed, scales), alpha
         if self.activation == "none":
             if backend != "reference" and x2.dtype != torch.bfloat16:
                 raise TypeError(f"NvFp4Linear.forward: W4A16 on {backend} takes bfloat16 x, got {x2.dtype}")
             return x2, self.weight_scale_2.reshape(1)
         static = self.input_scale.reshape(1) if self.input_scale is not None else None
         if x2.device.type == "cuda" and not _has_quantizer_kernel(x2.device.index):
-            _, _, act, row_scale = quantize_activations_reference(x2, static)  # reference backend on other GPUs
+            _, _, act, alpha = quantize_activations_reference(x2, static, self.weight_scale_2)  # reference backend on other GPUs
         else:
-            act, row_scale = ops.call(ops.quantize_activations_dequant, ops.quantize_activations_dequant_impl, x2, static)
-        return act, row_scale * self.weight_scale_2
+            # the quantizer multiplies each row's decode scale by weight_scale_2: alpha comes out of the same launch
+            act, alpha = ops.call(
+                ops.quantize_activations_dequant, ops.quantize_activations_dequant_impl, x2, static, self.weight_scale_2.reshape(1)
+            )
+        return act, alpha
 
     def extra_repr(self) -> str:
         try:

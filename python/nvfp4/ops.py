@@ -48,17 +48,17 @@ def _aligned_rows(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _launch_quantizer(x, static_scale, packed, scales, dequant, row_scale) -> None:
+def _launch_quantizer(x, static_scale, multiplier, packed, scales, dequant, row_scale) -> None:
     lib = _lib.require()
     x = _aligned_rows(x)
     status = lib.nvfp4_quantize_activations(
         x.data_ptr(), _DTYPE_CODE[x.dtype], x.shape[0], x.shape[1], x.stride(0), _ptr(static_scale),
-        _ptr(row_scale), _ptr(packed), _ptr(scales), _ptr(dequant), _stream(x.device),
+        _ptr(row_scale), _ptr(multiplier), _ptr(packed), _ptr(scales), _ptr(dequant), _stream(x.device),
     )
     _lib.check(status, "nvfp4_quantize_activations")
 
 
-def _check_quantizer_args(fn: str, x: torch.Tensor, static_scale: torch.Tensor | None) -> None:
+def _check_quantizer_args(fn: str, x: torch.Tensor, static_scale: torch.Tensor | None, multiplier: torch.Tensor | None) -> None:
     require_tensor(fn, "x", x)
     require_dtype(fn, "x", x, ACTIVATION_DTYPES)
     require_dim(fn, "x", x, 2)
@@ -68,6 +68,9 @@ def _check_quantizer_args(fn: str, x: torch.Tensor, static_scale: torch.Tensor |
     if static_scale is not None:
         require_scale_scalar(fn, "static_scale", static_scale)
         require_same_device(fn, "x", x, static_scale=static_scale)
+    if multiplier is not None:
+        require_scale_scalar(fn, "scale_multiplier", multiplier)
+        require_same_device(fn, "x", x, scale_multiplier=multiplier)
 
 
 def _check_gemm_args(fn: str, act, w_packed, w_scale, alpha, bias, out_dtype, swizzled: bool) -> None:
@@ -96,26 +99,30 @@ def _check_gemm_args(fn: str, act, w_packed, w_scale, alpha, bias, out_dtype, sw
 
 # --- activation quantizer: NVFP4 output (packed + swizzled scales) -----------------------------------------------
 
-def quantize_activations_nvfp4_impl(x: torch.Tensor, static_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _check_quantizer_args("nvfp4.ops.quantize_activations_nvfp4", x, static_scale)
+def quantize_activations_nvfp4_impl(
+    x: torch.Tensor, static_scale: torch.Tensor | None, scale_multiplier: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_quantizer_args("nvfp4.ops.quantize_activations_nvfp4", x, static_scale, scale_multiplier)
     if x.device.type != "cuda":
-        packed, scales, _, row_scale = quantize_activations_reference(x, static_scale)
+        packed, scales, _, row_scale = quantize_activations_reference(x, static_scale, scale_multiplier)
         return packed, scales, row_scale
     rows, cols = x.shape
     packed = torch.empty((rows, cols // 2), dtype=torch.uint8, device=x.device)
     scales = torch.empty((swizzled_scale_bytes(rows, cols // 16),), dtype=torch.uint8, device=x.device)
     row_scale = torch.empty((rows,), dtype=torch.float32, device=x.device)
-    _launch_quantizer(x, static_scale, packed, scales, None, row_scale)
+    _launch_quantizer(x, static_scale, scale_multiplier, packed, scales, None, row_scale)
     return packed, scales, row_scale
 
 
 @torch.library.custom_op("nvfp4::quantize_activations_nvfp4", mutates_args=())
-def quantize_activations_nvfp4(x: torch.Tensor, static_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return quantize_activations_nvfp4_impl(x, static_scale)
+def quantize_activations_nvfp4(
+    x: torch.Tensor, static_scale: torch.Tensor | None, scale_multiplier: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return quantize_activations_nvfp4_impl(x, static_scale, scale_multiplier)
 
 
 @quantize_activations_nvfp4.register_fake
-def _(x, static_scale):
+def _(x, static_scale, scale_multiplier=None):
     rows, cols = x.shape
     return (
         x.new_empty((rows, cols // 2), dtype=torch.uint8),
@@ -126,25 +133,29 @@ def _(x, static_scale):
 
 # --- activation quantizer: exact dequantized bf16 output (operand of the Hopper GEMM) ------------------------------
 
-def quantize_activations_dequant_impl(x: torch.Tensor, static_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_quantizer_args("nvfp4.ops.quantize_activations_dequant", x, static_scale)
+def quantize_activations_dequant_impl(
+    x: torch.Tensor, static_scale: torch.Tensor | None, scale_multiplier: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_quantizer_args("nvfp4.ops.quantize_activations_dequant", x, static_scale, scale_multiplier)
     if x.device.type != "cuda":
-        _, _, dequant, row_scale = quantize_activations_reference(x, static_scale)
+        _, _, dequant, row_scale = quantize_activations_reference(x, static_scale, scale_multiplier)
         return dequant, row_scale
     rows, cols = x.shape
     dequant = torch.empty((rows, cols), dtype=torch.bfloat16, device=x.device)
     row_scale = torch.empty((rows,), dtype=torch.float32, device=x.device)
-    _launch_quantizer(x, static_scale, None, None, dequant, row_scale)
+    _launch_quantizer(x, static_scale, scale_multiplier, None, None, dequant, row_scale)
     return dequant, row_scale
 
 
 @torch.library.custom_op("nvfp4::quantize_activations_dequant", mutates_args=())
-def quantize_activations_dequant(x: torch.Tensor, static_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    return quantize_activations_dequant_impl(x, static_scale)
+def quantize_activations_dequant(
+    x: torch.Tensor, static_scale: torch.Tensor | None, scale_multiplier: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return quantize_activations_dequant_impl(x, static_scale, scale_multiplier)
 
 
 @quantize_activations_dequant.register_fake
-def _(x, static_scale):
+def _(x, static_scale, scale_multiplier=None):
     rows, cols = x.shape
     return x.new_empty((rows, cols), dtype=torch.bfloat16), x.new_empty((rows,), dtype=torch.float32)
 

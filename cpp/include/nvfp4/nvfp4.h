@@ -50,7 +50,10 @@ NVFP4_API int nvfp4_compiled_archs(int* archs, int capacity);
 //   cols:         multiple of 16.
 //   static_global_scale: device fp32 scalar, decode convention (amax / 2688); NULL selects per-token scales.
 //   row_global_scale_out: device fp32 [rows]; receives each row's decode global scale (the static value copied,
-//                 or the per-token one). May be NULL only with a static scale.
+//                 or the per-token one), times *row_scale_multiplier when that is not NULL (pass the weight's
+//                 global scale to get the GEMM's per-row alpha in the same launch). May be NULL only with a static
+//                 scale.
+//   row_scale_multiplier: device fp32 scalar or NULL.
 //   packed_out:   [rows, cols/2] uint8 or NULL.
 //   scales_out:   swizzled e4m3 bytes, round_up(rows,128) * round_up(cols/16,4) bytes, or NULL; the padding is
 //                 written with zeros.
@@ -58,8 +61,8 @@ NVFP4_API int nvfp4_compiled_archs(int* archs, int capacity);
 // Each row is processed by the same threads in the same order whatever `rows` is (batch invariant).
 NVFP4_API int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t rows, int64_t cols,
                                          int64_t x_row_stride, const float* static_global_scale,
-                                         float* row_global_scale_out, uint8_t* packed_out, uint8_t* scales_out,
-                                         void* dequant_out, void* stream);
+                                         float* row_global_scale_out, const float* row_scale_multiplier,
+                                         uint8_t* packed_out, uint8_t* scales_out, void* dequant_out, void* stream);
 
 // Hopper (sm_90a) NVFP4-weight GEMM:  out[m, n] = alpha[m] * sum_k act[m, k] * (w[n, k] * w_scale[n, k/16]) + bias[n]
 //   act:        [M, K] bf16, row stride act_row_stride; exact dequantized NVFP4 activations (W4A4) or raw bf16
