@@ -56,3 +56,23 @@ def test_opcheck_reference_gemm(device):
         torch.library.opcheck(
             ops.mm_reference, (act, layer.weight, layer.weight_scale.view(torch.uint8), alpha, bias, torch.bfloat16)
         )
+
+
+def test_opcheck_invariant_bf16_linear():
+    from nvfp4.invariant_ops import linear_invariant
+
+    x = wide_spread(5, 48, seed=6)
+    w = torch.randn(8, 48, dtype=torch.bfloat16)
+    for bias in (None, torch.randn(8, dtype=torch.bfloat16)):
+        torch.library.opcheck(linear_invariant, (x, w, bias))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9, reason="needs a Hopper GPU")
+def test_opcheck_sm90_gemm():
+    layer = NvFp4Linear.from_linear(nn.Linear(256, 64, dtype=torch.bfloat16)).cuda()
+    act = wide_spread(5, 256, seed=7).cuda()
+    for alpha in (torch.ones(1, device="cuda"), torch.rand(5, device="cuda")):
+        for invariant in (True, False):
+            torch.library.opcheck(ops.mm_sm90, (act, layer.weight, layer.weight_scale_swizzled, alpha, layer.bias,
+                                                torch.bfloat16, invariant))
