@@ -156,3 +156,40 @@ inline int gemm(const Family& f, const uint8_t* act_packed, const uint8_t* act_s
 
 }  // namespace blackwell
 }  // namespace nvfp4
+
+// Defines the extern "C" entry points of one Blackwell family (nvfp4_<fam>_*) over its Family descriptor, so the
+// sm100 and sm120 ABIs cannot drift apart. FAM is the token sm100 or sm120; FAMILY an expression of type Family.
+#define NVFP4_DEFINE_BLACKWELL_ABI(FAM, FAMILY)                                                                      \
+  extern "C" {                                                                                                        \
+  int nvfp4_##FAM##_num_configs(void) { return (FAMILY).num_configs; }                                                \
+  int nvfp4_##FAM##_config_info(int index, char* name, size_t capacity) {                                             \
+    NVFP4_REQUIRE(index >= 0 && index < (FAMILY).num_configs, "nvfp4_" #FAM "_config_info: index must be in [0, %d)", \
+                  (FAMILY).num_configs);                                                                              \
+    return nvfp4::blackwell::copy_name((FAMILY).table[index].name, name, capacity);                                   \
+  }                                                                                                                   \
+  int nvfp4_##FAM##_select_config(int64_t M, int64_t N, int64_t K, int invariant, int* index) {                       \
+    return nvfp4::blackwell::config_index((FAMILY), M, N, K, invariant, index);                                       \
+  }                                                                                                                   \
+  int nvfp4_##FAM##_config_name(int64_t M, int64_t N, int64_t K, int invariant, char* buf, size_t capacity) {         \
+    int index = 0;                                                                                                    \
+    int rc = nvfp4::blackwell::config_index((FAMILY), M, N, K, invariant, &index);                                    \
+    if (rc != NVFP4_OK) return -rc;                                                                                   \
+    return nvfp4::blackwell::copy_name((FAMILY).table[index].name, buf, capacity);                                    \
+  }                                                                                                                   \
+  int nvfp4_##FAM##_host_check(int index, int64_t M, int64_t N, int64_t K, int out_dtype, int sm_count,               \
+                               int* can_implement, size_t* workspace_bytes, int* layout_ok) {                         \
+    return nvfp4::blackwell::host_check((FAMILY), index, M, N, K, out_dtype, sm_count, can_implement,                 \
+                                        workspace_bytes, layout_ok);                                                  \
+  }                                                                                                                   \
+  int nvfp4_##FAM##_gemm_workspace_size(int64_t M, int64_t N, int64_t K, int invariant, size_t* bytes) {              \
+    return nvfp4::blackwell::workspace_size((FAMILY), M, N, K, invariant, bytes);                                     \
+  }                                                                                                                   \
+  int nvfp4_##FAM##_gemm(const uint8_t* act_packed, const uint8_t* act_scales, int64_t M, int64_t N, int64_t K,       \
+                         const uint8_t* w_packed, const uint8_t* w_scales, const float* alpha, int alpha_per_row,     \
+                         const void* bias, void* out, int out_dtype, int64_t out_row_stride, int invariant,           \
+                         void* workspace, size_t workspace_bytes, void* stream) {                                     \
+    return nvfp4::blackwell::gemm((FAMILY), act_packed, act_scales, M, N, K, w_packed, w_scales, alpha,               \
+                                  alpha_per_row, bias, out, out_dtype, out_row_stride, invariant, workspace,          \
+                                  workspace_bytes, stream);                                                           \
+  }                                                                                                                   \
+  }
