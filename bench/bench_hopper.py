@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -27,55 +26,10 @@ import nvfp4  # noqa: E402
 from nvfp4 import ops  # noqa: E402
 from nvfp4.reference import dequantize_weight_blocks  # noqa: E402
 
-SHAPES = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336),
-          (10240, 8192), (8192, 8192), (57344, 8192), (8192, 28672)]
-M_VALUES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
-L2_FLUSH_BYTES = 200 << 20
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import L2_FLUSH_BYTES, M_VALUES, PRESETS, copies_for, graph_time_us, loop_time_us  # noqa: E402,F401
 
-
-def graph_time_us(make_call, copies: int, calls: int, replays: int = 5) -> float:
-    """Per-call time of `calls` back-to-back calls, cycling over `copies` argument sets, inside one CUDA graph."""
-    fns = [make_call(i) for i in range(copies)]
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            fns[i % copies]()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    best = math.inf
-    for _ in range(replays):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        best = min(best, start.elapsed_time(end) * 1000 / calls)
-    del graph
-    return best
-
-
-def loop_time_us(fn, iters: int = 5) -> float:
-    """Per-call time of back-to-back eager calls (for the slow emulation path, whose torch ops cannot be captured;
-    the ~30 us launch overhead is negligible against its milliseconds)."""
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1000 / iters
-
-
-def copies_for(bytes_per_copy: int) -> int:
-    return max(1, min(8, math.ceil(L2_FLUSH_BYTES / bytes_per_copy)))
+SHAPES = [(n, k) for preset, _, n, k in PRESETS if preset in ("llama-3.1-8b", "llama-3.1-70b")]
 
 
 def emulation(x, w_packed, w_scale, ws2, bias):
