@@ -19,6 +19,7 @@ struct Plan {
   int kc;          // K chunk length (multiple of 256); the reduction order is fixed by it
   int splits;      // number of K chunks = ceil(K / kc)
   bool split_out;  // true: one CTA per (tile, chunk) writing fp32 partials, then the ordered reduction kernel
+  bool ws;         // true: warp-specialised TMA kernel (ws_kernel.cuh, 128x128 tile) when the operands allow it
 };
 
 // Chunk length from (N, K, SM count) only. Why: small-M decode is bound by reading the weights once, so we want
@@ -73,6 +74,12 @@ inline Plan make_plan(int64_t M, int64_t N, int64_t K, int invariant, int num_sm
   }
   p.splits = static_cast<int>((K + p.kc - 1) / p.kc);
   p.split_out = (M <= kSplitMaxM) && p.splits > 1;
+  // Above the split range every call uses the warp-specialised TMA kernel (same 128-token tile, same numerics:
+  // the dev harness checks bitwise equality with the cp.async kernels on the H100). Why: it has no per-tile
+  // __syncthreads, a 5-deep mbarrier pipeline fed by one TMA thread and conflict-free 16-byte weight reads.
+  // dispatch.cu falls back to the cp.async kernel when TMA cannot describe the operands (K % 32 != 0, or
+  // weights only 8-byte aligned).
+  p.ws = M > kSplitMaxM;
   return p;
 }
 

@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "kernel.cuh"
+#include "ws_kernel.cuh"
 #include "nvfp4/nvfp4.h"
 #include "status.h"
 
@@ -107,6 +108,7 @@ int nvfp4_sm90_gemm(const void* act, int64_t act_row_stride, int64_t M, int64_t 
   p.partial = static_cast<float*>(workspace);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
 
+  if (plan.ws && ws_supported(p)) return launch_ws_bt128(p, out_dtype, s);
   switch (plan.bt) {
     case 8: rc = launch_bt8(p, out_dtype, plan.split_out, plan.splits, s); break;
     case 16: rc = launch_bt16(p, out_dtype, plan.split_out, plan.splits, s); break;

@@ -10,7 +10,7 @@ namespace sm90 {
 template <int N>
 struct WgmmaRS;
 """]
-for n in [8, 16, 32, 64, 128, 256]:
+for n in [8, 16, 32, 64, 128, 192, 256]:
     r = n // 2
     dregs = ", ".join(f"%{i}" for i in range(r))
     a0, desc, sd = r, r + 4, r + 5

@@ -38,6 +38,7 @@
 
 static int g_fail = 0;
 static bool g_decode_only = false;
+static bool g_prefill_only = false;
 
 __device__ __forceinline__ uint32_t hash32(uint64_t x) {
   x ^= x >> 33;
@@ -486,6 +487,7 @@ static void bench(bool quick) {
   std::vector<int> Ms = {1, 4, 16, 64, 256, 1024, 4096, 8192};
   if (quick) Ms = {1, 16, 8192};
   if (g_decode_only) Ms = {1, 16};
+  if (g_prefill_only) Ms = {256, 8192};
 #ifndef NO_CUBLAS
   cublasHandle_t h;
   cublasCreate(&h);
@@ -509,6 +511,7 @@ static void bench(bool quick) {
          "inv/f", "cublas_us", "inv_TF", "cub_TF", "floor_us", "floor%", "x_cub", "plan");
   for (auto& sh : shapes) {
     const int N = sh[0], K = sh[1];
+    if (g_prefill_only && !((N == 4096 && K == 4096) || (N == 8192 && K == 8192) || (N == 28672 && K == 4096))) continue;
     Problem base;
     base.alloc(N, K, 77);
     const int R = static_cast<int>(std::min<size_t>(24, std::max<size_t>(2, (160u << 20) / (base.wbytes + base.sbytes) + 1)));
@@ -630,6 +633,10 @@ int main(int argc, char** argv) {
       cudaFree(out);
     }
     printf("[small] done\n");
+  }
+  if (mode == "prefill") {
+    g_prefill_only = true;
+    bench(true);
   }
   if (mode == "decode") {
     g_decode_only = true;

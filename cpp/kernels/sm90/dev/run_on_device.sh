@@ -33,7 +33,7 @@ fi
   echo "== build $(date -u +%FT%TZ)"
   nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv 2>/dev/null
   pids=()
-  for f in gemm_bt8 gemm_bt16 gemm_bt32 gemm_bt64 gemm_bt128 dispatch; do
+  for f in gemm_bt8 gemm_bt16 gemm_bt32 gemm_bt64 gemm_bt128 gemm_ws_bt128 dispatch; do
     nvcc $FLAGS -Xptxas -warn-spills -c "$SRC/$f.cu" -o "$BUILD/$f.o" 2>&1 | grep -v '^$' &
     pids+=($!)
   done
@@ -41,12 +41,12 @@ fi
   echo "cublas: $CUBLAS_FLAGS $CUBLAS_LINK"
   nvcc $FLAGS $CUBLAS_FLAGS -c "$SRC/dev/harness.cu" -o "$BUILD/harness.o" &
   wait
-  OBJS="$BUILD/gemm_bt8.o $BUILD/gemm_bt16.o $BUILD/gemm_bt32.o $BUILD/gemm_bt64.o $BUILD/gemm_bt128.o $BUILD/dispatch.o $BUILD/abi.o $BUILD/harness.o"
+  OBJS="$BUILD/gemm_bt8.o $BUILD/gemm_bt16.o $BUILD/gemm_bt32.o $BUILD/gemm_bt64.o $BUILD/gemm_bt128.o $BUILD/gemm_ws_bt128.o $BUILD/dispatch.o $BUILD/abi.o $BUILD/harness.o"
   nvcc -gencode arch=compute_90a,code=sm_90a -o "$BUILD/harness" $OBJS $CUBLAS_LINK || { echo "link failed"; exit 1; }
   echo "== run $MODE $QUICK"
   if [ "$MODE" = full ]; then
     # 3-stage variant for comparison (decode only)
-    for f in gemm_bt8 gemm_bt16 gemm_bt32 gemm_bt64 gemm_bt128 dispatch; do
+    for f in gemm_bt8 gemm_bt16 gemm_bt32 gemm_bt64 gemm_bt128 gemm_ws_bt128 dispatch; do
       nvcc $FLAGS -DNVFP4_SM90_STAGES=3 -c "$SRC/$f.cu" -o "$BUILD/s3_$f.o" &
     done
     wait
