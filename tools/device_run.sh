@@ -16,6 +16,7 @@ echo "build: $((SECONDS - start)) s"
 cd /tmp && python3 -c "import nvfp4, json; print(json.dumps(nvfp4.kernel_info(), indent=1))" | tee "$OUT/kernel_info.json"; cd - >/dev/null
 { echo "date: $(date -u +%FT%TZ)  commit: $(cat COMMIT 2>/dev/null || echo working-tree)"; cat "$OUT/gpu.txt"; } > "$OUT/pytest.log"
 PYTHONUNBUFFERED=1 python3 -m pytest tests -v -p no:cacheprovider -rs "$@" 2>&1 | tee -a "$OUT/pytest.log" | grep -E "FAILED|ERROR|passed|failed"
-if [ -n "${NVFP4_BENCH:-}" ]; then
+(cd /tmp && python3 -m nvfp4 check) 2>&1 | tee "$OUT/nvfp4-check.log"
+if [ -n "${NVFP4_BENCH+x}" ]; then
   PYTHONUNBUFFERED=1 python3 bench/bench_hopper.py $NVFP4_BENCH --out "$OUT" 2>&1 | tee "$OUT/bench.log"
 fi
