@@ -108,6 +108,14 @@ def test_transformers_compressed_tensors_loader_reads_our_output(tmp_path):
     assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.9
 
 
+_TORCH_VERSION = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+
+
+# Known limitation (docs/models.md): seen on the H100 machine's torch 2.11, Inductor's code for the bf16 ops outside
+# NvFp4Linear (RMSNorm, rotary, softmax) rounds differently from eager even with emulate_precision_casts; torch 2.13
+# (CI) matches eager bit for bit. The NvFp4Linear layers themselves compile bitwise-equal on both (test_compile.py,
+# test_gemm_sm90.py).
+@pytest.mark.xfail(_TORCH_VERSION < (2, 13), reason="Inductor bf16 rounding of non-nvfp4 ops differs from eager before torch 2.13", strict=False)
 def test_compiled_model_no_graph_breaks_and_bitwise_equal_to_eager():
     import torch._inductor.config as inductor_config
 

@@ -100,8 +100,10 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
     if (s2 == 0.f) s2 = 1.f;
     if (isnan(s2)) s2 = __int_as_float(kCanonicalNanF32);
   }
-  if (row_global_scale_out != nullptr && threadIdx.x == 0)
-    row_global_scale_out[row] = row_scale_multiplier != nullptr ? __fmul_rn(s2, *row_scale_multiplier) : s2;
+  if (row_global_scale_out != nullptr && threadIdx.x == 0) {
+    float out = row_scale_multiplier != nullptr ? __fmul_rn(s2, *row_scale_multiplier) : s2;
+    row_global_scale_out[row] = isnan(out) ? __int_as_float(kCanonicalNanF32) : out;
+  }
 
   const float six_s2 = __fmul_rn(6.0f, s2);
   for (int64_t g = threadIdx.x; g < groups4 * 4; g += kThreads) {

@@ -46,5 +46,5 @@ def quantize_activations_reference(
     rows, cols = x.shape
     values = e2m1_values(codes).reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
     dequant = canonical_nan_bf16((values * block_scale.float().unsqueeze(-1)).reshape(rows, cols).to(torch.bfloat16))
-    row_scale = s2 if scale_multiplier is None else s2 * scale_multiplier.float().reshape(1).to(s2.device)
+    row_scale = s2 if scale_multiplier is None else canonical_nan(s2 * scale_multiplier.float().reshape(1).to(s2.device))
     return pack_e2m1(codes), swizzle_scales(block_scale), dequant, row_scale
