@@ -13,7 +13,8 @@ Series (per shape and M; "<fam>" is sm90, sm100 or sm120, whichever serves the G
                                          matmul written here (batch invariant by construction; skipped without triton)
   emulation                              dequantize the NVFP4 weights on every call, then a bf16 matmul
 Timing is bench/timing.py's (the method of nvfp4_bench): CUDA-graph replay of back-to-back calls cycling weight copies
-(>= 200 MiB in all, the same copy count as nvfp4_bench), best of the replays; emulation is timed eagerly.
+(>= 200 MiB in all, the same copy count as nvfp4_bench), a busy-wait kernel in front of the start event, best of the
+replays; emulation is timed eagerly.
 Invariance is probed for every invariant series (rows 0, M/2, M-1 of an M-row call vs the row alone, bitwise) and
 reported for the peers too (cuBLAS is expected to differ at some M). Writes <out>/compare-<gpu>-<date>.json and PNGs.
 """
@@ -32,8 +33,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from timing import (  # noqa: E402
-    L2_FLUSH_BYTES, M_VALUES, PRESET_NAMES, PRESETS, QUICK_M, QUICK_SHAPES, copies_for, graph_time_us, loop_time_us,
-    nvfp4_weight_bytes,
+    L2_FLUSH_BYTES, M_VALUES, PRESET_NAMES, PRESETS, QUICK_M, QUICK_SHAPES, SPIN_US, copies_for, graph_time_us,
+    loop_time_us, nvfp4_weight_bytes,
 )
 
 COPY_CAP = 64  # as nvfp4_bench: enough copies that >= flush bytes stream between two uses of one copy
@@ -331,9 +332,10 @@ def measure(args) -> dict:
         "sms": props.multi_processor_count, "driver": driver, "torch": torch.__version__, "triton": triton_version,
         "nvfp4": nvfp4.__version__, "commit": commit or "unknown", "family": fam,
         "read_bandwidth_TBps": round(read_bytes_per_us / 1e6, 3), "flush_bytes": flush, "calls": calls_arg,
-        "replays": args.replays,
+        "replays": args.replays, "spin_us": SPIN_US,
         "method": "CUDA-graph replay of back-to-back calls cycling weight copies (>= flush_bytes in all, at most 64 "
-                  "copies), best of `replays`; emulation timed as eager back-to-back calls",
+                  "copies), a busy-wait kernel before the start event, best of `replays`; emulation timed as eager "
+                  "back-to-back calls",
         "triton_peer": {"config": TRITON_CONFIG, "skipped": triton_why} if triton_why else {"config": TRITON_CONFIG},
         "invariance_failures": failures,
         "results": results,

@@ -3,13 +3,22 @@
 The method is the one nvfp4_bench (bench/cpp/nvfp4_bench.cu) uses, so the C++ and Python harnesses time the same
 kernels the same way: one CUDA graph of `calls` back-to-back calls cycling over weight copies whose total size
 exceeds L2 several times, replayed `replays` times, best per-call time kept.
+
+Before each timed replay a busy-wait kernel (SPIN_US long) is queued in front of the start event. Why: without it
+the start event runs on an idle GPU as soon as it is queued, and the time the CPU then takes to submit the graph
+(a few us in C++, 10-20 us through torch's CUDAGraph.replay) is counted as GPU time -- about 1 us per call at 20
+calls, which made the two harnesses disagree by 5-12% on 10-20 us kernels (bench/results/h100-2026-11-24/).
+With the GPU busy until the graph is queued, the events bracket the graph's execution only.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 L2_FLUSH_BYTES = 200 << 20
+# longer than any CPU-side submission of a graph replay; NVFP4_BENCH_SPIN_US=0 turns it off (nvfp4_bench reads it too)
+SPIN_US = float(os.environ.get("NVFP4_BENCH_SPIN_US", "200"))
 
 # Shape presets: (preset, layer name, N = output features, K = input features); fused projections as serving engines
 # fuse them. Sources: each model's config.json on the Hugging Face hub; dense layers only. Keep in sync with
@@ -55,7 +64,26 @@ def copies_for(bytes_per_copy: int, flush_bytes: int = L2_FLUSH_BYTES, cap: int 
     return max(1, min(cap, math.ceil(flush_bytes / bytes_per_copy)))
 
 
-def graph_time_us(make_call, copies: int, calls: int, replays: int = 5) -> float:
+_CYCLES_PER_US: list[float] = []
+
+
+def _cycles_per_us() -> float:
+    """SM clock cycles per microsecond, measured once with torch.cuda._sleep (no NVML needed)."""
+    import torch
+
+    if not _CYCLES_PER_US:
+        cycles = 2_000_000
+        torch.cuda._sleep(cycles)  # warm-up
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(cycles)
+        end.record()
+        end.synchronize()
+        _CYCLES_PER_US.append(cycles / (start.elapsed_time(end) * 1000))
+    return _CYCLES_PER_US[0]
+
+
+def graph_time_us(make_call, copies: int, calls: int, replays: int = 5, spin: bool = True) -> float:
     """Per-call time of `calls` back-to-back calls, cycling over `copies` argument sets, inside one CUDA graph."""
     import torch  # imported here so that plotting from a JSON (bench/compare.py --plot-only) needs no torch
 
@@ -73,8 +101,11 @@ def graph_time_us(make_call, copies: int, calls: int, replays: int = 5) -> float
     graph.replay()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    spin_cycles = int(SPIN_US * _cycles_per_us()) if spin else 0
     best = math.inf
     for _ in range(replays):
+        if spin_cycles:
+            torch.cuda._sleep(spin_cycles)
         start.record()
         graph.replay()
         end.record()

@@ -1,6 +1,8 @@
 """End-to-end batch invariance: a needle prompt at random positions in batches of 1-16 other prompts of equal
-length gives bitwise the same logits as alone, and the same 32 greedy tokens (CPU reference path; GPU test skips
-without CUDA)."""
+length gives bitwise the same logits as alone, and the same 32 greedy tokens with the same logits at every decode
+step (CPU reference path; the GPU tests skip without CUDA). On the GPU the negative control runs the 768-wide
+bundled model with invariance off and requires a difference: without it, the GPU test could pass for a path that
+never depends on the batch at these sizes."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 import nvfp4  # noqa: E402
-from nvfp4.cli import needle_run  # noqa: E402
+from nvfp4.cli import bundled_model, identical, needle_run  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -34,7 +36,7 @@ def test_needle_logits_cpu(name):
 def test_needle_greedy_32_tokens_cpu():
     model = nvfp4.from_pretrained(FIXTURES / "modelopt-nvfp4", batch_invariant=True)
     rows = needle_run(model, sizes=[1, 5, 16], seed=7, new_tokens=32)
-    bad = [r for r in rows if not (r["logits_equal"] and r["tokens_equal"])]
+    bad = [r for r in rows if not identical(r)]
     assert not bad, bad
 
 
@@ -45,7 +47,7 @@ def test_quantize_model_needle_cpu():
     nvfp4.quantize_model(model, batch_invariant=True)  # per-token activation scales
     assert isinstance(model.lm_head, nvfp4.InvariantLinear)
     rows = needle_run(model, sizes=_sizes(2, 3), seed=5, new_tokens=8)
-    assert all(r["logits_equal"] and r["tokens_equal"] for r in rows), rows
+    assert all(identical(r) for r in rows), rows
 
 
 def test_invariant_linear_rows_independent():
@@ -57,10 +59,21 @@ def test_invariant_linear_rows_independent():
     assert torch.allclose(full.float(), lin(x).float(), atol=0.05, rtol=0.02)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["modelopt-nvfp4", "ct-nvfp4", "ct-nvfp4a16"])
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["modelopt-nvfp4", "ct-nvfp4", "ct-nvfp4a16", "wide"])
 def test_needle_gpu(name):
-    model = nvfp4.from_pretrained(FIXTURES / name, batch_invariant=True, device="cuda")
+    path = bundled_model(torch.device("cuda")) if name == "wide" else FIXTURES / name
+    model = nvfp4.from_pretrained(path, batch_invariant=True, device="cuda")
     rows = needle_run(model, sizes=_sizes(3, 10), seed=13, new_tokens=32)
-    bad = [r for r in rows if not (r["logits_equal"] and r["tokens_equal"])]
+    bad = [r for r in rows if not identical(r)]
     assert not bad, bad
+
+
+@needs_cuda
+def test_needle_gpu_negative_control_invariance_off_differs():
+    model = nvfp4.from_pretrained(bundled_model(torch.device("cuda")), batch_invariant=False, device="cuda")
+    rows = needle_run(model, sizes=_sizes(3, 10), seed=13, new_tokens=32)
+    assert any(not identical(r) for r in rows), "invariance off: no batch changed the needle's outputs"

@@ -252,15 +252,40 @@ struct Family {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Timing: one CUDA graph of `calls` back-to-back calls cycling over `copies` argument sets; best of `replays`.
+// A busy-wait kernel of spin_us() microseconds runs in front of each start event, so the events bracket the graph's execution
+// and not the CPU's submission of it (the same as bench/timing.py; its docstring says why).
 // ---------------------------------------------------------------------------------------------------------------
+// NVFP4_BENCH_SPIN_US overrides the length (0: no spin, to see what it removes); bench/timing.py reads it too.
+static double spin_us() {
+  const char* v = getenv("NVFP4_BENCH_SPIN_US");
+  return v && *v ? atof(v) : 200.0;
+}
+
+__global__ void spin_kernel(long long cycles) {
+  const long long start = clock64();
+  while (clock64() - start < cycles) {
+  }
+}
+
 struct Timer {
   cudaStream_t stream;
   cudaEvent_t start, end;
   int replays;
+  long long spin_cycles = 0;
   Timer(int replays_) : replays(replays_) {
     CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     CK(cudaEventCreate(&start));
     CK(cudaEventCreate(&end));
+    // SM cycles per microsecond, measured (the clock under load is not the nominal one)
+    const long long probe = 2000000;
+    spin_kernel<<<1, 1, 0, stream>>>(probe);
+    CK(cudaEventRecord(start, stream));
+    spin_kernel<<<1, 1, 0, stream>>>(probe);
+    CK(cudaEventRecord(end, stream));
+    CK(cudaEventSynchronize(end));
+    float ms = 0.f;
+    CK(cudaEventElapsedTime(&ms, start, end));
+    spin_cycles = (long long)(spin_us() * (double)probe / (ms * 1000.0));
   }
   double graph_us(const std::function<void(int copy, cudaStream_t)>& call, int copies, int calls) {
     for (int i = 0; i < copies; ++i) call(i, stream);  // warm-up (lazy module loading, first-touch)
@@ -275,6 +300,7 @@ struct Timer {
     CK(cudaStreamSynchronize(stream));
     double best = INFINITY;
     for (int r = 0; r < replays; ++r) {
+      if (spin_cycles > 0) spin_kernel<<<1, 1, 0, stream>>>(spin_cycles);
       CK(cudaEventRecord(start, stream));
       CK(cudaGraphLaunch(exec, stream));
       CK(cudaEventRecord(end, stream));
@@ -727,11 +753,11 @@ int main(int argc, char** argv) {
   fprintf(j, " \"abi_version\": %d,\n \"library_archs\": [%s],\n \"families\": [", nvfp4_abi_version(),
           compiled_list.c_str());
   for (size_t i = 0; i < fams.size(); ++i) fprintf(j, "%s\"%s\"", i ? ", " : "", fams[i].name.c_str());
-  fprintf(j, "],\n \"read_bandwidth_TBps\": %.3f,\n \"flush_bytes\": %.0f,\n \"calls\": %d,\n \"replays\": %d,\n",
-          read_bytes_per_us / 1e6, flush_bytes, opt.calls, opt.replays);
+  fprintf(j, "],\n \"read_bandwidth_TBps\": %.3f,\n \"flush_bytes\": %.0f,\n \"calls\": %d,\n \"replays\": %d,\n \"spin_us\": %.1f,\n",
+          read_bytes_per_us / 1e6, flush_bytes, opt.calls, opt.replays, spin_us());
   fprintf(j,
-          " \"method\": \"CUDA-graph replay of back-to-back calls cycling weight copies (>= flush_bytes in all), best "
-          "of `replays` replays; per-token W4A4 activations, bf16 out, with bias, alpha per row\",\n");
+          " \"method\": \"CUDA-graph replay of back-to-back calls cycling weight copies (>= flush_bytes in all), a "
+          "busy-wait kernel before the start event, best of `replays` replays; per-token W4A4 activations, bf16 out, with bias, alpha per row\",\n");
   fprintf(j, " \"invariance_failures\": %d,\n \"results\": [\n", failures);
   fprintf(c, "preset,shape,N,K,M,series,kind,config,us,tflops,weight_GBps,fraction_of_bw_floor,copies,calls,invariance\n");
   for (size_t i = 0; i < rows.size(); ++i) {
