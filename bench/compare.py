@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from timing import (  # noqa: E402
-    L2_FLUSH_BYTES, M_VALUES, PRESET_NAMES, PRESETS, QUICK_M, QUICK_SHAPES, SPIN_US, copies_for, graph_time_us,
+    L2_FLUSH_BYTES, M_VALUES, PRESET_NAMES, PRESETS, QUICK_M, QUICK_SHAPES, SPIN_US, WARM_MS, copies_for, graph_time_us,
     loop_time_us, nvfp4_weight_bytes,
 )
 
@@ -332,9 +332,9 @@ def measure(args) -> dict:
         "sms": props.multi_processor_count, "driver": driver, "torch": torch.__version__, "triton": triton_version,
         "nvfp4": nvfp4.__version__, "commit": commit or "unknown", "family": fam,
         "read_bandwidth_TBps": round(read_bytes_per_us / 1e6, 3), "flush_bytes": flush, "calls": calls_arg,
-        "replays": args.replays, "spin_us": SPIN_US,
+        "replays": args.replays, "spin_us": SPIN_US, "warm_ms": WARM_MS,
         "method": "CUDA-graph replay of back-to-back calls cycling weight copies (>= flush_bytes in all, at most 64 "
-                  "copies), a busy-wait kernel before the start event, best of `replays`; emulation timed as eager "
+                  "copies), a busy-wait kernel before the start event, after warm_ms of untimed replays, best of `replays`; emulation timed as eager "
                   "back-to-back calls",
         "triton_peer": {"config": TRITON_CONFIG, "skipped": triton_why} if triton_why else {"config": TRITON_CONFIG},
         "invariance_failures": failures,
