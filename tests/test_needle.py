@@ -77,3 +77,28 @@ def test_needle_gpu_negative_control_invariance_off_differs():
     model = nvfp4.from_pretrained(bundled_model(torch.device("cuda")), batch_invariant=False, device="cuda")
     rows = needle_run(model, sizes=_sizes(3, 10), seed=13, new_tokens=32)
     assert any(not identical(r) for r in rows), "invariance off: no batch changed the needle's outputs"
+
+
+# Long prompts: decode attends over > 1024 cached tokens, where torch's flash/cuDNN SDPA splits the KV sequence by a
+# count chosen from the batch (bench/probe_ops.py); invariant mode runs attention one sequence at a time.
+@needs_cuda
+@pytest.mark.parametrize("invariant", [True, False], ids=["invariant", "negative-control"])
+def test_needle_gpu_long_context(invariant):
+    model = nvfp4.from_pretrained(bundled_model(torch.device("cuda")), batch_invariant=invariant, device="cuda")
+    rows = needle_run(model, prompt_len=1100, sizes=[1, 15, 63], seed=21, new_tokens=4)
+    if invariant:
+        bad = [r for r in rows if not identical(r)]
+        assert not bad, bad
+    else:
+        assert any(not identical(r) for r in rows), "invariance off: no batch changed the needle's outputs"
+
+
+def test_invariant_attention_is_installed_and_matches_sdpa_cpu():
+    model = nvfp4.from_pretrained(FIXTURES / "modelopt-nvfp4", batch_invariant=True)
+    assert model.config._attn_implementation == "nvfp4_invariant_sdpa"
+    assert nvfp4.from_pretrained(FIXTURES / "modelopt-nvfp4").config._attn_implementation == "sdpa"
+    ids = torch.randint(4, 29, (3, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # one sequence at a time computes what batched SDPA computes here (CPU, short prompts)
+        per_sequence = model(ids).logits
+        model.set_attn_implementation("sdpa")
+        assert torch.equal(model(ids).logits, per_sequence)

@@ -7,6 +7,7 @@ from .linear import NvFp4Linear
 from .quantize import quantize
 from .tensor import NvFp4Tensor, dequantize
 from .convert import quantize_model
+from .invariant_norm import InvariantRMSNorm
 from .invariant_ops import InvariantLinear
 from .loading import UnsupportedCheckpointError, from_pretrained
 from .save import save_pretrained
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "InvariantLinear",
+    "InvariantRMSNorm",
     "UnsupportedCheckpointError",
     "from_pretrained",
     "quantize_model",

@@ -26,6 +26,10 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         ctypes.c_int,
         [_c_ptr, ctypes.c_int, _c_i64, _c_i64, _c_i64, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr],
     ),
+    "nvfp4_rms_norm": (
+        ctypes.c_int,
+        [_c_ptr, ctypes.c_int, _c_i64, _c_i64, _c_i64, _c_ptr, ctypes.c_float, _c_ptr, _c_ptr],
+    ),
     "nvfp4_sm90_gemm_workspace_size": (
         ctypes.c_int,
         [_c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)],

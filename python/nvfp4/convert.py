@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from .format import GLOBAL_SCALE_RANGE
+from .invariant_attention import install_invariant_attention
+from .invariant_norm import InvariantRMSNorm, install_invariant_rms_norms
 from .invariant_ops import InvariantLinear
 from .linear import NvFp4Linear
 from .quantize import quantize
@@ -77,11 +79,22 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def install_invariant_linears(model: nn.Module) -> list[str]:
-    """Replace every remaining (unquantized) nn.Linear by InvariantLinear; returns the names replaced."""
+    """The batch-invariant mode's module replacements (from_pretrained and quantize_model with batch_invariant=True):
+    every remaining (unquantized) nn.Linear becomes InvariantLinear, and every Llama-formula RMSNorm becomes
+    InvariantRMSNorm (install_invariant_rms_norms; the names are in invariant_norm_names(model)), and SDPA attention
+    runs one sequence at a time (invariant_attention.install_invariant_attention). Returns the names of the Linears
+    replaced."""
     names = [n for n, m in model.named_modules() if type(m) is nn.Linear]
     for n in names:
         set_module(model, n, InvariantLinear(model.get_submodule(n)))
+    install_invariant_rms_norms(model)
+    install_invariant_attention(model)
     return names
+
+
+def invariant_norm_names(model: nn.Module) -> list[str]:
+    """Names of the InvariantRMSNorm modules of a model."""
+    return [n for n, m in model.named_modules() if isinstance(m, InvariantRMSNorm)]
 
 
 def _as_call(model: nn.Module, batch: Any) -> None:
@@ -203,6 +216,6 @@ def quantize_model(
     invariant = install_invariant_linears(model) if batch_invariant else []
     setattr(model, MODEL_META_ATTR, {
         "recipe": recipe, "activation": mode, "ignore": list(ignore), "batch_invariant": bool(batch_invariant),
-        "quantized": targets, "invariant_linears": invariant,
+        "quantized": targets, "invariant_linears": invariant, "invariant_norms": invariant_norm_names(model),
     })
     return model

@@ -64,6 +64,23 @@ NVFP4_API int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t row
                                          float* row_global_scale_out, const float* row_scale_multiplier,
                                          uint8_t* packed_out, uint8_t* scales_out, void* dequant_out, void* stream);
 
+// Batch-invariant RMSNorm, the HF Llama formula out = w * (x * 1/sqrt(mean(x^2) + eps)).to(dtype), in a fixed order
+// (python/nvfp4/invariant_norm.py is the specification; nvfp4.InvariantRMSNorm uses it). torch's own reduction picks
+// its block shape from the number of rows, so a row's bits could depend on the batch; here every row is a pure
+// function of itself (and w, eps), and equals the torch reference bit for bit:
+//   1. sq[i] = fp32(x[i]) * fp32(x[i]) (IEEE-rounded, no FMA).
+//   2. Pad sq with +0 to P = next power of two >= cols; while L > 1: sq[i] = sq[i] + sq[i + L/2] for i < L/2,
+//      L /= 2 ("fold halves"). total = sq[0].
+//   3. var = total / float(cols); r = 1 / sqrt(var + eps) with IEEE division and square root (not rsqrt).
+//   4. y = round_to_dtype(fp32(x) * r); out = round_to_dtype(fp32(w) * fp32(y)); NaN outputs are canonical
+//      (bf16 0x7FC0, fp16 0x7E00).
+//   x:       [rows, cols] bf16 or fp16 (`dtype`), row stride `x_row_stride` (>= cols), unit stride along cols.
+//   weight:  [cols] in the same dtype, contiguous.
+//   out:     [rows, cols] same dtype, contiguous.
+//   cols:    1..65536. eps: finite, >= 0 (an fp32 value: pass fp32(eps)). rows == 0 is a no-op (pointers unused).
+NVFP4_API int nvfp4_rms_norm(const void* x, int dtype, int64_t rows, int64_t cols, int64_t x_row_stride,
+                             const void* weight, float eps, void* out, void* stream);
+
 // Hopper (sm_90a) NVFP4-weight GEMM:  out[m, n] = alpha[m] * sum_k act[m, k] * (w[n, k] * w_scale[n, k/16]) + bias[n]
 //   act:        [M, K] bf16, row stride act_row_stride; exact dequantized NVFP4 activations (W4A4) or raw bf16
 //               activations (W4A16).

@@ -1,0 +1,75 @@
+"""Batch-invariant attention for transformers models: SDPA run one sequence at a time.
+
+Why: on an H100 (bench/results/h100-2026-11-24/probe_ops-*.json, `python bench/probe_ops.py`), torch's SDPA is batch
+invariant in prefill, but in decode (one query over a KV cache of >= 1024 tokens) the flash and cuDNN kernels give a
+sequence different bits alone than inside a batch of 2-256: they split the KV sequence into a number of chunks chosen
+from batch x heads to fill the GPU, and the chunk partials are combined in a different order. The math backend
+differs even at 64 cached tokens (its batched matmuls go through cuBLAS). None of this is controllable from torch.
+
+`batch_invariant_sdpa` calls transformers' own `sdpa_attention_forward` once per sequence (batch slice of 1), so every
+kernel choice a sequence sees is the one it would see alone: its result is, by construction, the result of running
+it alone, whatever the other sequences are. The cost is one SDPA launch per sequence per layer (decode with large
+batches pays the most; prefill calls are large anyway). Equal-length prompts (no padding), as in the invariance
+contract: a padded row's mask is its own slice, but padding itself changes what a row computes.
+
+Registered with transformers' AttentionInterface as "nvfp4_invariant_sdpa"; `install_invariant_attention` switches a
+model that uses "sdpa" (the default) to it. Other implementations (eager, flash_attention_2, flex) are left alone
+with a warning: they are not known to be invariant.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+ATTENTION_NAME = "nvfp4_invariant_sdpa"
+
+
+def batch_invariant_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    batch = query.shape[0]
+    if batch == 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    outputs = []
+    for b in range(batch):
+        mask = attention_mask
+        if mask is not None and mask.dim() > 0 and mask.shape[0] == batch:
+            mask = mask[b:b + 1]
+        out, _ = sdpa_attention_forward(module, query[b:b + 1], key[b:b + 1], value[b:b + 1], mask, **kwargs)
+        outputs.append(out)
+    return torch.cat(outputs, dim=0), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_NAME, batch_invariant_sdpa)
+
+
+def _current_implementation(model: nn.Module) -> str | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) if config is not None else None
+
+
+def install_invariant_attention(model: nn.Module) -> bool:
+    """Switch a transformers model from "sdpa" to "nvfp4_invariant_sdpa". Returns whether it was switched."""
+    current = _current_implementation(model)
+    if current == ATTENTION_NAME:
+        return True
+    if current != "sdpa":
+        if current is not None:
+            warnings.warn(
+                f"nvfp4: attention implementation {current!r} is left as is; only 'sdpa' is replaced by the batch-"
+                f"invariant {ATTENTION_NAME!r}, so this model's attention may not be batch invariant "
+                "(docs/models.md)", stacklevel=3)
+        return False
+    _register()
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(ATTENTION_NAME)
+    else:  # older transformers: the attention modules read the config at call time
+        model.config._attn_implementation = ATTENTION_NAME
+    return True
