@@ -1,8 +1,9 @@
 """End-to-end batch invariance: a needle prompt at random positions in batches of 1-16 other prompts of equal
 length gives bitwise the same logits as alone, and the same 32 greedy tokens with the same logits at every decode
 step (CPU reference path; the GPU tests skip without CUDA). On the GPU the negative control runs the 768-wide
-bundled model with invariance off and requires a difference: without it, the GPU test could pass for a path that
-never depends on the batch at these sizes."""
+bundled model with invariance off on long prompts and requires a difference: without it, the GPU tests could pass
+for a path that never depends on the batch at these sizes (with 16-token prompts invariance off changed nothing on
+the H100; docs/models.md)."""
 
 from __future__ import annotations
 
@@ -70,13 +71,6 @@ def test_needle_gpu(name):
     rows = needle_run(model, sizes=_sizes(3, 10), seed=13, new_tokens=32)
     bad = [r for r in rows if not identical(r)]
     assert not bad, bad
-
-
-@needs_cuda
-def test_needle_gpu_negative_control_invariance_off_differs():
-    model = nvfp4.from_pretrained(bundled_model(torch.device("cuda")), batch_invariant=False, device="cuda")
-    rows = needle_run(model, sizes=_sizes(3, 10), seed=13, new_tokens=32)
-    assert any(not identical(r) for r in rows), "invariance off: no batch changed the needle's outputs"
 
 
 # Long prompts: decode attends over > 1024 cached tokens, where torch's flash/cuDNN SDPA splits the KV sequence by a
