@@ -1,6 +1,7 @@
-"""Diagnostic (device only): is the ~1 us that compare.py adds over nvfp4_bench on small split-K sm90 GEMMs caused by
-the per-call torch allocations of the output and the split-K workspace? Times the same kernels through ctypes with
-pre-allocated and freshly allocated buffers, and through nvfp4.ops."""
+"""Diagnostic (device only): compare.py times some small split-K sm90 GEMMs ~0.5-1 us slower than nvfp4_bench although
+both launch the same kernels. Same call (ctypes, fixed output and workspace), different placement of the weight
+copies in memory: NvFp4Linear layers (weight, linear scales, swizzled scales, bias... per layer), C++-like pairs
+(codes, swizzled scales) allocated alternately, and all codes first then all scales."""
 import ctypes, sys, torch
 sys.path.insert(0, "bench"); sys.path.insert(0, "tests")
 from timing import copies_for, graph_time_us
@@ -9,7 +10,7 @@ from nvfp4 import _lib, ops
 
 lib = _lib.require()
 REPLAYS = 40
-for (n, k, m) in [(4096, 4096, 1), (4096, 4096, 16), (2112, 7168, 4), (32768, 512, 4)]:
+for (n, k, m) in [(2112, 7168, 4), (4096, 4096, 16), (4096, 4096, 1)]:
     copies = copies_for(n * k // 2 + n * k // 16, cap=64)
     layers = [random_layer(n, k, seed=c) for c in range(copies)]
     x = random_rows(m, k, seed=m)
@@ -17,29 +18,30 @@ for (n, k, m) in [(4096, 4096, 1), (4096, 4096, 16), (2112, 7168, 4), (32768, 51
     size = ctypes.c_size_t(0)
     lib.nvfp4_sm90_gemm_workspace_size(m, n, k, 1, ctypes.byref(size))
     wsb = size.value
-    ws_fixed = torch.empty(max(1, wsb), dtype=torch.uint8, device="cuda")
-    out_fixed = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
+    ws = torch.empty(max(1, wsb), dtype=torch.uint8, device="cuda")
+    out = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
+    bias = layers[0].bias
 
-    def launch(L, o, w):
-        lib.nvfp4_sm90_gemm(act.data_ptr(), act.stride(0), m, n, k, L.weight.data_ptr(), L.weight_scale_swizzled.data_ptr(),
-                            alpha.data_ptr(), int(alpha.numel() != 1), L.bias.data_ptr(), o.data_ptr(), 0, n, 1,
-                            w.data_ptr() if wsb else None, wsb, torch.cuda.current_stream().cuda_stream)
-        return o
+    def launch(w, s):
+        lib.nvfp4_sm90_gemm(act.data_ptr(), act.stride(0), m, n, k, w.data_ptr(), s.data_ptr(), alpha.data_ptr(),
+                            int(alpha.numel() != 1), bias.data_ptr(), out.data_ptr(), 0, n, 1,
+                            ws.data_ptr() if wsb else None, wsb, torch.cuda.current_stream().cuda_stream)
 
-    def combined(L):
-        buf = torch.empty(wsb + m * n * 2, dtype=torch.uint8, device="cuda")
-        return launch(L, buf[wsb:].view(torch.bfloat16).view(m, n), buf[:max(1, wsb)])
-
-    variants = {
-        "ops path (fresh out + ws)": lambda L: ops.mm_sm90_impl(act, L.weight, L.weight_scale_swizzled, alpha, L.bias, torch.bfloat16, True),
-        "ctypes, fixed out + ws": lambda L: launch(L, out_fixed, ws_fixed),
-        "ctypes, fresh out, fixed ws": lambda L: launch(L, torch.empty(m, n, dtype=torch.bfloat16, device="cuda"), ws_fixed),
-        "ctypes, fixed out, fresh ws": lambda L: launch(L, out_fixed, torch.empty(max(1, wsb), dtype=torch.uint8, device="cuda")),
-        "ctypes, one fresh buffer": combined,
-    }
+    placements = {"NvFp4Linear layers": [(L.weight, L.weight_scale_swizzled) for L in layers]}
+    pairs = []
+    for L in layers:  # alternate allocations, as nvfp4_bench does
+        w = torch.empty_like(L.weight); w.copy_(L.weight)
+        s = torch.empty_like(L.weight_scale_swizzled); s.copy_(L.weight_scale_swizzled)
+        pairs.append((w, s))
+    placements["alternating codes/scales"] = pairs
+    ws_all = [torch.empty_like(L.weight).copy_(L.weight) for L in layers]
+    ss_all = [torch.empty_like(L.weight_scale_swizzled).copy_(L.weight_scale_swizzled) for L in layers]
+    placements["all codes, then all scales"] = list(zip(ws_all, ss_all))
     calls = max(20, copies)
-    print(f"N={n} K={k} M={m} copies={copies} calls={calls} workspace={wsb}", flush=True)
+    print(f"N={n} K={k} M={m} copies={copies} calls={calls}", flush=True)
     for rep in range(2):
-        for name, f in variants.items():
-            t = graph_time_us(lambda i, f=f: (lambda: f(layers[i])), copies, calls, REPLAYS)
-            print(f"   pass {rep}  {name:<30} {t:7.2f} us", flush=True)
+        for name, bufs in placements.items():
+            t = graph_time_us(lambda i, b=bufs: (lambda: launch(*b[i])), copies, calls, REPLAYS)
+            print(f"   pass {rep}  {name:<28} {t:7.2f} us", flush=True)
+    del layers, placements, pairs, ws_all, ss_all
+    torch.cuda.empty_cache()
