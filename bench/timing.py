@@ -100,9 +100,18 @@ def graph_time_us(make_call, copies: int, calls: int, replays: int = 5, spin: bo
             f()
     torch.cuda.current_stream().wait_stream(s)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            fns[i % copies]()
+    if os.environ.get("NVFP4_BENCH_CAPTURE", "") == "context":
+        with torch.cuda.graph(graph):
+            for i in range(calls):
+                fns[i % copies]()
+    else:
+        # capture_begin/end directly: torch.cuda.graph() would also run gc and torch.cuda.empty_cache() first
+        with torch.cuda.stream(s):
+            graph.capture_begin()
+            for i in range(calls):
+                fns[i % copies]()
+            graph.capture_end()
+        torch.cuda.current_stream().wait_stream(s)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     graph.replay()
