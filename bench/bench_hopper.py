@@ -27,7 +27,7 @@ from nvfp4 import ops  # noqa: E402
 from nvfp4.reference import dequantize_weight_blocks  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import L2_FLUSH_BYTES, M_VALUES, PRESETS, copies_for, graph_time_us, loop_time_us  # noqa: E402,F401
+from timing import L2_FLUSH_BYTES, M_VALUES, PRESETS, copies_for, graph_time_us, loop_time_us, source_commit  # noqa: E402,F401
 
 SHAPES = [(n, k) for preset, _, n, k in PRESETS if preset in ("llama-3.1-8b", "llama-3.1-70b")]
 
@@ -121,7 +121,7 @@ def main() -> None:
     for n, k in shapes:
         results += bench_shape(n, k, m_values, args.calls, with_emulation=True)
     props = torch.cuda.get_device_properties(0)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = source_commit()
     driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                             capture_output=True, text=True).stdout.strip()
     date = datetime.date.today().isoformat()

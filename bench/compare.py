@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from timing import (  # noqa: E402
     L2_FLUSH_BYTES, M_VALUES, PRESET_NAMES, PRESETS, QUICK_M, QUICK_SHAPES, SPIN_US, WARM_MS, copies_for, graph_time_us,
-    loop_time_us, nvfp4_weight_bytes,
+    loop_time_us, nvfp4_weight_bytes, source_commit,
 )
 
 COPY_CAP = 64  # as nvfp4_bench: enough copies that >= flush bytes stream between two uses of one copy
@@ -315,8 +315,7 @@ def measure(args) -> dict:
     progress.close()
 
     props = torch.cuda.get_device_properties(0)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
+    commit = source_commit()
     try:
         driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                 capture_output=True, text=True).stdout.strip()

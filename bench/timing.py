@@ -59,6 +59,21 @@ QUICK_SHAPES = PRESETS[:2]
 QUICK_M = [1, 16, 256]
 
 
+def source_commit() -> str:
+    """The commit the measured code comes from: $NVFP4_COMMIT, else the COMMIT file a device snapshot carries
+    (tools/snapshot_for_device.sh), else `git rev-parse`. nvfp4_bench uses the same order."""
+    import subprocess
+    from pathlib import Path
+
+    if os.environ.get("NVFP4_COMMIT"):
+        return os.environ["NVFP4_COMMIT"]
+    root = Path(__file__).resolve().parents[1]
+    if (root / "COMMIT").is_file():
+        return (root / "COMMIT").read_text().strip()
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root)
+    return out.stdout.strip() or "unknown"
+
+
 def nvfp4_weight_bytes(n: int, k: int) -> int:
     """Bytes of one NVFP4 weight copy (packed codes + e4m3 block scales), as the rotation and floors count them."""
     return n * k // 2 + n * k // 16
@@ -100,18 +115,13 @@ def graph_time_us(make_call, copies: int, calls: int, replays: int = 5, spin: bo
             f()
     torch.cuda.current_stream().wait_stream(s)
     graph = torch.cuda.CUDAGraph()
-    if os.environ.get("NVFP4_BENCH_CAPTURE", "") == "context":
-        with torch.cuda.graph(graph):
-            for i in range(calls):
-                fns[i % copies]()
-    else:
-        # capture_begin/end directly: torch.cuda.graph() would also run gc and torch.cuda.empty_cache() first
-        with torch.cuda.stream(s):
-            graph.capture_begin()
-            for i in range(calls):
-                fns[i % copies]()
-            graph.capture_end()
-        torch.cuda.current_stream().wait_stream(s)
+    # capture_begin/end directly: torch.cuda.graph() would also run gc and torch.cuda.empty_cache() each time
+    with torch.cuda.stream(s):
+        graph.capture_begin()
+        for i in range(calls):
+            fns[i % copies]()
+        graph.capture_end()
+    torch.cuda.current_stream().wait_stream(s)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     graph.replay()

@@ -450,6 +450,28 @@ std::string shell_line(const char* cmd) {
   return out;
 }
 
+// The commit the measured code comes from, in bench/timing.py's order: $NVFP4_COMMIT, else a COMMIT file in the
+// working directory (a device snapshot, tools/snapshot_for_device.sh), else `git rev-parse`, else "unknown".
+std::string source_commit() {
+  if (const char* v = getenv("NVFP4_COMMIT"); v && *v) return v;
+  if (FILE* f = fopen("COMMIT", "r")) {
+    char buf[64] = {0};
+    const bool ok = fgets(buf, sizeof buf, f) != nullptr;
+    fclose(f);
+    std::string c = ok ? buf : "";
+    while (!c.empty() && (c.back() == '\n' || c.back() == ' ')) c.pop_back();
+    if (!c.empty()) return c;
+  }
+  std::string c;
+  if (FILE* p = popen("git rev-parse --short HEAD 2>/dev/null", "r")) {
+    char buf[64] = {0};
+    if (fgets(buf, sizeof buf, p)) c = buf;
+    pclose(p);
+  }
+  while (!c.empty() && (c.back() == '\n' || c.back() == ' ')) c.pop_back();
+  return c.empty() ? "unknown" : c;
+}
+
 int copies_for(size_t bytes_per_copy, double flush_bytes) {
   return (int)std::max<double>(1, std::min<double>(64, std::ceil(flush_bytes / (double)bytes_per_copy)));
 }
@@ -761,6 +783,7 @@ int main(int argc, char** argv) {
   if (!j || !c) die(1, "cannot write %s.json / .csv", stem.c_str());
   fprintf(j, "{\n \"tool\": \"nvfp4_bench\",\n \"date\": \"%s\",\n \"gpu\": \"%s\",\n \"sm\": %d,\n \"sms\": %d,\n",
           date.c_str(), json_escape(prop.name).c_str(), sm, prop.multiProcessorCount);
+  fprintf(j, " \"commit\": \"%s\",\n", json_escape(source_commit()).c_str());
   fprintf(j, " \"l2_bytes\": %d,\n \"driver\": \"%s\",\n \"cuda_driver_api\": %d,\n \"cuda_runtime\": %d,\n",
           prop.l2CacheSize, json_escape(driver).c_str(), driver_api, runtime_version);
   fprintf(j, " \"abi_version\": %d,\n \"library_archs\": [%s],\n \"families\": [", nvfp4_abi_version(),
