@@ -3,9 +3,12 @@
 //
 // The arithmetic is the "modelopt" recipe of python/nvfp4/recipes.py (modelopt_block_quantize) step for step, in
 // fp32 with IEEE-rounded division and multiplication (no fast math, no contraction opportunities), so the bytes are
-// identical to the Python reference. One CTA owns one row, with a fixed thread count: the work a row sees never
-// depends on how many rows there are, so the quantizer is batch invariant. Grid = rows rounded up to 128 so that
-// CTAs past the last row zero the padding of the swizzled scale buffer.
+// identical to the Python reference. Grid = (rows rounded up to 128) x (column chunks of kGroupsPerCta 16-element
+// groups): CTAs past the last row zero the padding of the swizzled scale buffer. Each CTA of a row computes the
+// row's amax over the whole row itself (a max is exact in any order, so every CTA gets the same value) and quantizes
+// only its chunk; groups are quantized independently of each other. Why chunks: with one CTA per row, a decode call
+// (M = 1) ran on one SM and took 33 us at K = 28672 (bench/results/h100-2026-11-24-full). Nothing a row computes
+// depends on the number of rows, so the quantizer is batch invariant.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -20,6 +23,7 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kBlock = 16;
+constexpr int kGroupsPerCta = 2 * kThreads;  // 16-element groups quantized by one CTA (two per thread)
 // NaNs are written in one canonical form (the one torch's CPU code produces) so that NaN outputs are
 // bit-identical to the reference too; CUDA's own arithmetic and conversions would produce other NaN encodings.
 constexpr int kCanonicalNanF32 = 0x7FC00000;
@@ -68,10 +72,13 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
   const int64_t row = blockIdx.x;
   const int64_t groups = cols / kBlock;
   const int64_t groups4 = (groups + 3) / 4;
+  const int64_t chunk_begin = static_cast<int64_t>(blockIdx.y) * kGroupsPerCta;
+  const int64_t chunk_end = chunk_begin + kGroupsPerCta < groups4 * 4 ? chunk_begin + kGroupsPerCta : groups4 * 4;
 
   if (row >= rows) {  // padding row of the swizzled scale buffer
     if (scales_out != nullptr)
-      for (int64_t g = threadIdx.x; g < groups4 * 4; g += kThreads) scales_out[swizzled_offset(row, g, groups4)] = 0;
+      for (int64_t g = chunk_begin + threadIdx.x; g < chunk_end; g += kThreads)
+        scales_out[swizzled_offset(row, g, groups4)] = 0;
     return;
   }
   const T* xr = x + row * x_row_stride;
@@ -82,6 +89,7 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
   } else {
     // Per-token decode scale: amax(row) / 2688, or 1 when that is zero (all-zero row; any scale would do).
     float amax = 0.f;
+#pragma unroll 4
     for (int64_t g = threadIdx.x; g < groups; g += kThreads) {
       float v[kBlock];
       load_block(xr + g * kBlock, v);
@@ -100,13 +108,13 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
     if (s2 == 0.f) s2 = 1.f;
     if (isnan(s2)) s2 = __int_as_float(kCanonicalNanF32);
   }
-  if (row_global_scale_out != nullptr && threadIdx.x == 0) {
+  if (row_global_scale_out != nullptr && threadIdx.x == 0 && blockIdx.y == 0) {
     float out = row_scale_multiplier != nullptr ? __fmul_rn(s2, *row_scale_multiplier) : s2;
     row_global_scale_out[row] = isnan(out) ? __int_as_float(kCanonicalNanF32) : out;
   }
 
   const float six_s2 = __fmul_rn(6.0f, s2);
-  for (int64_t g = threadIdx.x; g < groups4 * 4; g += kThreads) {
+  for (int64_t g = chunk_begin + threadIdx.x; g < chunk_end; g += kThreads) {
     if (g >= groups) {  // padding groups of a real row
       if (scales_out != nullptr) scales_out[swizzled_offset(row, g, groups4)] = 0;
       continue;
@@ -170,6 +178,7 @@ extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t ro
   NVFP4_REQUIRE(rows >= 1, "rows: must be >= 1, got %lld", (long long)rows);
   NVFP4_REQUIRE(rows <= 0x7fffffffLL - 127, "rows: must be < 2^31 - 127, got %lld", (long long)rows);
   NVFP4_REQUIRE(cols >= 16 && cols % 16 == 0, "cols: must be a positive multiple of 16, got %lld", (long long)cols);
+  NVFP4_REQUIRE(cols <= (1LL << 28), "cols: must be <= 2^28 (the grid's column chunks), got %lld", (long long)cols);
   NVFP4_REQUIRE(x_row_stride >= cols, "x_row_stride: must be >= cols (%lld), got %lld", (long long)cols,
                 (long long)x_row_stride);
   NVFP4_REQUIRE(x_row_stride % 8 == 0, "x_row_stride: must be a multiple of 8 elements (16-byte rows), got %lld",
@@ -183,7 +192,9 @@ extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t ro
                     row_global_scale_out != nullptr,
                 "packed_out, scales_out, dequant_out, row_global_scale_out: at least one output is required");
 
-  const dim3 grid(static_cast<unsigned>((rows + 127) / 128 * 128));
+  const int64_t padded_groups = (cols / 16 + 3) / 4 * 4;
+  const dim3 grid(static_cast<unsigned>((rows + 127) / 128 * 128),
+                  static_cast<unsigned>((padded_groups + kGroupsPerCta - 1) / kGroupsPerCta));
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   auto* dq = static_cast<__nv_bfloat16*>(dequant_out);
   if (x_dtype == NVFP4_DTYPE_BF16) {
