@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .devsnap && mkdir -p .devsnap
-git archive HEAD cpp cmake CMakeLists.txt python tests bench | tar -x -C .devsnap
+git archive HEAD cpp cmake CMakeLists.txt python tests bench | tar -x -C .devsnap --exclude=bench/results  # keeps the carry small
 git rev-parse --short HEAD > .devsnap/COMMIT

@@ -3,12 +3,14 @@
 //
 // The arithmetic is the "modelopt" recipe of python/nvfp4/recipes.py (modelopt_block_quantize) step for step, in
 // fp32 with IEEE-rounded division and multiplication (no fast math, no contraction opportunities), so the bytes are
-// identical to the Python reference. Grid = (rows rounded up to 128) x (column chunks of kGroupsPerCta 16-element
-// groups): CTAs past the last row zero the padding of the swizzled scale buffer. Each CTA of a row computes the
-// row's amax over the whole row itself (a max is exact in any order, so every CTA gets the same value) and quantizes
-// only its chunk; groups are quantized independently of each other. Why chunks: with one CTA per row, a decode call
-// (M = 1) ran on one SM and took 33 us at K = 28672 (bench/results/h100-2026-11-24-full). Nothing a row computes
-// depends on the number of rows, so the quantizer is batch invariant.
+// identical to the Python reference. Grid = (rows rounded up to 128) x (column chunks): CTAs past the last row zero
+// the padding of the swizzled scale buffer. Each CTA of a row computes the row's amax over the whole row itself (a
+// max is exact in any order, so every CTA gets the same value) and quantizes only its chunk of 16-element groups;
+// groups are quantized independently of each other. So the bytes of a row cannot depend on how the row is chunked,
+// nor on the number of rows: the quantizer is batch invariant whatever the launcher picks. The launcher chunks only
+// when there are too few rows to fill the GPU (kTargetCtas), because every chunk re-reads its row for the amax: at
+// M = 1 one CTA per row took 33 us for K = 28672, at M = 256 chunking doubled the time
+// (bench/results/h100-2026-11-24-full/README.md).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -23,7 +25,8 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kBlock = 16;
-constexpr int kGroupsPerCta = 2 * kThreads;  // 16-element groups quantized by one CTA (two per thread)
+constexpr int64_t kMinGroupsPerCta = 2 * kThreads;  // a chunk quantizes at least this many 16-element groups
+constexpr int64_t kTargetCtas = 264;                 // about two CTAs per SM on an H100 or B200
 // NaNs are written in one canonical form (the one torch's CPU code produces) so that NaN outputs are
 // bit-identical to the reference too; CUDA's own arithmetic and conversions would produce other NaN encodings.
 constexpr int kCanonicalNanF32 = 0x7FC00000;
@@ -68,12 +71,13 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
     const T* __restrict__ x, int64_t rows, int64_t cols, int64_t x_row_stride,
     const float* __restrict__ static_global_scale, float* __restrict__ row_global_scale_out,
     const float* __restrict__ row_scale_multiplier,
-    uint8_t* __restrict__ packed_out, uint8_t* __restrict__ scales_out, __nv_bfloat16* __restrict__ dequant_out) {
+    uint8_t* __restrict__ packed_out, uint8_t* __restrict__ scales_out, __nv_bfloat16* __restrict__ dequant_out,
+    int64_t groups_per_cta) {
   const int64_t row = blockIdx.x;
   const int64_t groups = cols / kBlock;
   const int64_t groups4 = (groups + 3) / 4;
-  const int64_t chunk_begin = static_cast<int64_t>(blockIdx.y) * kGroupsPerCta;
-  const int64_t chunk_end = chunk_begin + kGroupsPerCta < groups4 * 4 ? chunk_begin + kGroupsPerCta : groups4 * 4;
+  const int64_t chunk_begin = static_cast<int64_t>(blockIdx.y) * groups_per_cta;
+  const int64_t chunk_end = chunk_begin + groups_per_cta < groups4 * 4 ? chunk_begin + groups_per_cta : groups4 * 4;
 
   if (row >= rows) {  // padding row of the swizzled scale buffer
     if (scales_out != nullptr)
@@ -178,7 +182,6 @@ extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t ro
   NVFP4_REQUIRE(rows >= 1, "rows: must be >= 1, got %lld", (long long)rows);
   NVFP4_REQUIRE(rows <= 0x7fffffffLL - 127, "rows: must be < 2^31 - 127, got %lld", (long long)rows);
   NVFP4_REQUIRE(cols >= 16 && cols % 16 == 0, "cols: must be a positive multiple of 16, got %lld", (long long)cols);
-  NVFP4_REQUIRE(cols <= (1LL << 28), "cols: must be <= 2^28 (the grid's column chunks), got %lld", (long long)cols);
   NVFP4_REQUIRE(x_row_stride >= cols, "x_row_stride: must be >= cols (%lld), got %lld", (long long)cols,
                 (long long)x_row_stride);
   NVFP4_REQUIRE(x_row_stride % 8 == 0, "x_row_stride: must be a multiple of 8 elements (16-byte rows), got %lld",
@@ -193,19 +196,22 @@ extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t ro
                 "packed_out, scales_out, dequant_out, row_global_scale_out: at least one output is required");
 
   const int64_t padded_groups = (cols / 16 + 3) / 4 * 4;
-  const dim3 grid(static_cast<unsigned>((rows + 127) / 128 * 128),
-                  static_cast<unsigned>((padded_groups + kGroupsPerCta - 1) / kGroupsPerCta));
+  const int64_t max_chunks = (padded_groups + kMinGroupsPerCta - 1) / kMinGroupsPerCta;
+  int64_t chunks = (kTargetCtas + rows - 1) / rows;
+  chunks = chunks < 1 ? 1 : (chunks > max_chunks ? max_chunks : chunks);
+  const int64_t groups_per_cta = (padded_groups + chunks - 1) / chunks;
+  const dim3 grid(static_cast<unsigned>((rows + 127) / 128 * 128), static_cast<unsigned>(chunks));
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   auto* dq = static_cast<__nv_bfloat16*>(dequant_out);
   if (x_dtype == NVFP4_DTYPE_BF16) {
     quantize_rows_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(
         static_cast<const __nv_bfloat16*>(x), rows, cols, x_row_stride, static_global_scale, row_global_scale_out,
-        row_scale_multiplier, packed_out, scales_out, dq);
+        row_scale_multiplier, packed_out, scales_out, dq, groups_per_cta);
   } else {
     quantize_rows_kernel<__half><<<grid, kThreads, 0, s>>>(static_cast<const __half*>(x), rows, cols, x_row_stride,
                                                            static_global_scale, row_global_scale_out,
                                                            row_scale_multiplier, packed_out,
-                                                           scales_out, dq);
+                                                           scales_out, dq, groups_per_cta);
   }
   return check_cuda(cudaGetLastError(), "nvfp4_quantize_activations launch");
 }
