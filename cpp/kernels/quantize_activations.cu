@@ -8,9 +8,8 @@
 // max is exact in any order, so every CTA gets the same value) and quantizes only its chunk of 16-element groups;
 // groups are quantized independently of each other. So the bytes of a row cannot depend on how the row is chunked,
 // nor on the number of rows: the quantizer is batch invariant whatever the launcher picks. The launcher chunks only
-// when there are too few rows to fill the GPU (kTargetCtas), because every chunk re-reads its row for the amax: at
-// M = 1 one CTA per row took 33 us for K = 28672, at M = 256 chunking doubled the time
-// (bench/results/h100-2026-11-24-full/README.md).
+// for decode-sized calls (rows <= kMaxChunkedRows), because every chunk re-reads its row for the amax: at M = 1 one
+// CTA per row took 33 us for K = 28672 and 7 chunks take 9.4 us; at M = 256 chunking doubled the time.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -27,6 +26,9 @@ constexpr int kThreads = 128;
 constexpr int kBlock = 16;
 constexpr int64_t kMinGroupsPerCta = 2 * kThreads;  // a chunk quantizes at least this many 16-element groups
 constexpr int64_t kTargetCtas = 264;                 // about two CTAs per SM on an H100 or B200
+// Above this many rows every row is one CTA: measured on the H100, chunking 256 rows into 2 chunks made the
+// quantizer 1.1-2x slower (the second amax read costs more than the extra parallelism gains).
+constexpr int64_t kMaxChunkedRows = 64;
 // NaNs are written in one canonical form (the one torch's CPU code produces) so that NaN outputs are
 // bit-identical to the reference too; CUDA's own arithmetic and conversions would produce other NaN encodings.
 constexpr int kCanonicalNanF32 = 0x7FC00000;
@@ -197,7 +199,7 @@ extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t ro
 
   const int64_t padded_groups = (cols / 16 + 3) / 4 * 4;
   const int64_t max_chunks = (padded_groups + kMinGroupsPerCta - 1) / kMinGroupsPerCta;
-  int64_t chunks = (kTargetCtas + rows - 1) / rows;
+  int64_t chunks = rows <= kMaxChunkedRows ? (kTargetCtas + rows - 1) / rows : 1;
   chunks = chunks < 1 ? 1 : (chunks > max_chunks ? max_chunks : chunks);
   const int64_t groups_per_cta = (padded_groups + chunks - 1) / chunks;
   const dim3 grid(static_cast<unsigned>((rows + 127) / 128 * 128), static_cast<unsigned>(chunks));
