@@ -95,7 +95,6 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
   } else {
     // Per-token decode scale: amax(row) / 2688, or 1 when that is zero (all-zero row; any scale would do).
     float amax = 0.f;
-#pragma unroll 4
     for (int64_t g = threadIdx.x; g < groups; g += kThreads) {
       float v[kBlock];
       load_block(xr + g * kBlock, v);
