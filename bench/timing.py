@@ -19,51 +19,39 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 L2_FLUSH_BYTES = 200 << 20
 # longer than any CPU-side submission of a graph replay; NVFP4_BENCH_SPIN_US=0 turns it off (nvfp4_bench reads it too)
 SPIN_US = float(os.environ.get("NVFP4_BENCH_SPIN_US", "200"))
 WARM_MS = float(os.environ.get("NVFP4_BENCH_WARM_MS", "30"))  # GPU time of untimed replays before timing
 
-# Shape presets: (preset, layer name, N = output features, K = input features); fused projections as serving engines
-# fuse them. Sources: each model's config.json on the Hugging Face hub; dense layers only. Keep in sync with
-# all_presets() in bench/cpp/nvfp4_bench.cu.
-PRESETS: list[tuple[str, str, int, int]] = [
-    # meta-llama/Llama-3.1-8B: hidden 4096, intermediate 14336, 32 heads, 8 KV heads, head_dim 128
-    ("llama-3.1-8b", "qkv_proj", 6144, 4096),
-    ("llama-3.1-8b", "o_proj", 4096, 4096),
-    ("llama-3.1-8b", "gate_up_proj", 28672, 4096),
-    ("llama-3.1-8b", "down_proj", 4096, 14336),
-    # meta-llama/Llama-3.1-70B: hidden 8192, intermediate 28672, 64 heads, 8 KV heads, head_dim 128
-    ("llama-3.1-70b", "qkv_proj", 10240, 8192),
-    ("llama-3.1-70b", "o_proj", 8192, 8192),
-    ("llama-3.1-70b", "gate_up_proj", 57344, 8192),
-    ("llama-3.1-70b", "down_proj", 8192, 28672),
-    # Qwen/Qwen3-32B: hidden 5120, intermediate 25600, 64 heads, 8 KV heads, head_dim 128
-    ("qwen3-32b", "qkv_proj", 10240, 5120),
-    ("qwen3-32b", "o_proj", 5120, 8192),
-    ("qwen3-32b", "gate_up_proj", 51200, 5120),
-    ("qwen3-32b", "down_proj", 5120, 25600),
-    # deepseek-ai/DeepSeek-V3: hidden 7168, dense intermediate 18432 (first_k_dense_replace = 3), MLA: 128 heads,
-    # q_lora_rank 1536, kv_lora_rank 512, qk_nope_head_dim 128, qk_rope_head_dim 64, v_head_dim 128
-    ("deepseek-v3", "q_a+kv_a_proj", 2112, 7168),
-    ("deepseek-v3", "q_b_proj", 24576, 1536),
-    ("deepseek-v3", "kv_b_proj", 32768, 512),
-    ("deepseek-v3", "o_proj", 7168, 16384),
-    ("deepseek-v3", "gate_up_proj", 36864, 7168),
-    ("deepseek-v3", "down_proj", 7168, 18432),
-]
+
+def _read_presets(path):
+    """bench/presets.txt (also embedded into nvfp4_bench): shapes, the default M sweep and the --quick sweep."""
+    shapes, sweeps = [], {}
+    for line in path.read_text().splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if words[0] in ("m", "quick-m"):
+            sweeps[words[0]] = [int(v) for v in words[1:]]
+        elif len(words) == 4:
+            shapes.append((words[0], words[1], int(words[2]), int(words[3])))
+        else:
+            raise ValueError(f"{path}: cannot read the line {line!r}")
+    return shapes, sweeps["m"], sweeps["quick-m"]
+
+
+PRESETS, M_VALUES, QUICK_M = _read_presets(Path(__file__).resolve().parent / "presets.txt")
 PRESET_NAMES = sorted({p for p, *_ in PRESETS})
-M_VALUES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 QUICK_SHAPES = PRESETS[:2]
-QUICK_M = [1, 16, 256]
 
 
 def source_commit() -> str:
     """The commit the measured code comes from: $NVFP4_COMMIT, else the COMMIT file a device snapshot carries
     (tools/snapshot_for_device.sh), else `git rev-parse`. nvfp4_bench uses the same order."""
     import subprocess
-    from pathlib import Path
 
     if os.environ.get("NVFP4_COMMIT"):
         return os.environ["NVFP4_COMMIT"]

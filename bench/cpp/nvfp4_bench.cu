@@ -35,6 +35,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "nvfp4_bench_presets.h"  // kPresetsText: bench/presets.txt, embedded by bench/CMakeLists.txt
+
 #include "nvfp4/nvfp4.h"
 
 #ifdef NVFP4_BENCH_HAS_CUBLAS
@@ -80,39 +82,49 @@ struct Shape {
   int64_t N, K;
 };
 
-// Every shape is one linear layer y = x W^T with W of N rows (output features) and K columns (input features);
-// fused projections are listed the way serving engines fuse them (QKV, gate+up). Sources: each model's
-// config.json on the Hugging Face hub (see README "Benchmarks"); only dense layers (no MoE experts).
-const std::vector<Shape>& all_presets() {
-  static const std::vector<Shape> shapes = {
-      // meta-llama/Llama-3.1-8B: hidden 4096, intermediate 14336, 32 heads, 8 KV heads, head_dim 128
-      {"llama-3.1-8b", "qkv_proj", 6144, 4096},
-      {"llama-3.1-8b", "o_proj", 4096, 4096},
-      {"llama-3.1-8b", "gate_up_proj", 28672, 4096},
-      {"llama-3.1-8b", "down_proj", 4096, 14336},
-      // meta-llama/Llama-3.1-70B: hidden 8192, intermediate 28672, 64 heads, 8 KV heads, head_dim 128
-      {"llama-3.1-70b", "qkv_proj", 10240, 8192},
-      {"llama-3.1-70b", "o_proj", 8192, 8192},
-      {"llama-3.1-70b", "gate_up_proj", 57344, 8192},
-      {"llama-3.1-70b", "down_proj", 8192, 28672},
-      // Qwen/Qwen3-32B: hidden 5120, intermediate 25600, 64 heads, 8 KV heads, head_dim 128 (q width 8192 != hidden)
-      {"qwen3-32b", "qkv_proj", 10240, 5120},
-      {"qwen3-32b", "o_proj", 5120, 8192},
-      {"qwen3-32b", "gate_up_proj", 51200, 5120},
-      {"qwen3-32b", "down_proj", 5120, 25600},
-      // deepseek-ai/DeepSeek-V3: hidden 7168, dense intermediate 18432 (first_k_dense_replace = 3 dense layers),
-      // MLA with 128 heads, q_lora_rank 1536, kv_lora_rank 512, qk_nope 128, qk_rope 64, v_head_dim 128
-      {"deepseek-v3", "q_a+kv_a_proj", 2112, 7168},   // 1536 + (512 + 64), fused as in vLLM / SGLang
-      {"deepseek-v3", "q_b_proj", 24576, 1536},       // 128 * (128 + 64)
-      {"deepseek-v3", "kv_b_proj", 32768, 512},       // 128 * (128 + 128)
-      {"deepseek-v3", "o_proj", 7168, 16384},         // 128 * 128 -> hidden
-      {"deepseek-v3", "gate_up_proj", 36864, 7168},   // dense layers 0-2: 2 * 18432
-      {"deepseek-v3", "down_proj", 7168, 18432},
-  };
-  return shapes;
+// The presets and M sweeps come from bench/presets.txt (one source with bench/timing.py), embedded by CMake as
+// kPresetsText (nvfp4_bench_presets.h, generated in the build tree).
+struct Presets {
+  std::vector<Shape> shapes;
+  std::vector<int64_t> m, quick_m;
+};
+
+const Presets& presets_table() {
+  static const Presets table = [] {
+    Presets p;
+    size_t start = 0;
+    const std::string text = kPresetsText;
+    while (start < text.size()) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      std::string line = text.substr(start, end - start);
+      start = end + 1;
+      line = line.substr(0, line.find('#'));
+      std::vector<std::string> words;
+      for (size_t a = 0; a < line.size();) {
+        while (a < line.size() && isspace((unsigned char)line[a])) ++a;
+        size_t b = a;
+        while (b < line.size() && !isspace((unsigned char)line[b])) ++b;
+        if (b > a) words.push_back(line.substr(a, b - a));
+        a = b;
+      }
+      if (words.empty()) continue;
+      if (words[0] == "m" || words[0] == "quick-m") {
+        std::vector<int64_t>& dst = words[0] == "m" ? p.m : p.quick_m;
+        for (size_t w = 1; w < words.size(); ++w) dst.push_back(std::stoll(words[w]));
+      } else if (words.size() == 4) {
+        p.shapes.push_back({words[0], words[1], std::stoll(words[2]), std::stoll(words[3])});
+      } else {
+        fprintf(stderr, "nvfp4_bench: bench/presets.txt: cannot read the line '%s'\n", line.c_str());
+        exit(2);
+      }
+    }
+    return p;
+  }();
+  return table;
 }
 
-const std::vector<int64_t> kDefaultM = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+const std::vector<Shape>& all_presets() { return presets_table().shapes; }
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -357,7 +369,7 @@ std::string json_escape(const std::string& s) {
 
 struct Options {
   std::vector<Shape> shapes;
-  std::vector<int64_t> ms = kDefaultM;
+  std::vector<int64_t> ms = presets_table().m;
   bool quick = false, cublas = true;
   int calls = 20, replays = 5;
   double flush_mb = 200;
@@ -417,7 +429,7 @@ Options parse(int argc, char** argv) {
     if (presets.empty() && custom.empty()) {
       o.shapes = {all_presets()[0], all_presets()[1]};
     }
-    if (!have_m) o.ms = {1, 16, 256};
+    if (!have_m) o.ms = presets_table().quick_m;
     if (!have_calls) o.calls = 10;
   }
   if (presets.empty() && custom.empty() && o.shapes.empty()) presets = {"all"};
