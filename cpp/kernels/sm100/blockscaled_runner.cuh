@@ -167,5 +167,47 @@ struct Runner {
   }
 };
 
+// The CUTLASS type composition of one configuration, shared by SM100 and SM120: the builders of the epilogue (our
+// EVT over the per-CTA tile) and of the block-scaled mainloop, the persistent kernel and its device adapter.
+// ArchTag is cutlass::arch::Sm100 or Sm120; CtaTileShape is MmaTileShape except for 2SM MMAs (half of M per CTA).
+template <class ArchTag, class MmaTileShape, class CtaTileShape, class ClusterShape, class MainloopSchedule,
+          class EpilogueSchedule, class ElementD>
+struct BlockScaledNvf4Gemm {
+  static constexpr int kAlignmentD = 128 / cutlass::sizeof_bits<ElementD>::value;
+
+  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      ArchTag, cutlass::arch::OpClassBlockScaledTensorOp, MmaTileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, ElementAccumulator, ElementCompute,
+      void, LayoutD, kAlignmentD, ElementD, LayoutD, kAlignmentD, EpilogueSchedule,
+      AlphaRowBiasColEVT<CtaTileShape, ElementD>>::CollectiveOp;
+
+  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      ArchTag, cutlass::arch::OpClassBlockScaledTensorOp, ElementPairNvf4, LayoutA, kAlignmentAB,
+      ElementPairNvf4, LayoutB, kAlignmentAB, ElementAccumulator, MmaTileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename CollectiveEpilogue::SharedStorage))>,
+      MainloopSchedule>::CollectiveOp;
+
+  using GemmKernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
+                                                          CollectiveEpilogue, cutlass::gemm::PersistentScheduler>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
+};
+
 }  // namespace blackwell
 }  // namespace nvfp4
+
+// Defines NS::run_<NAME> and NS::check_<NAME> (bf16 and fp16 output) of one configuration, given NS::NAME##_gemm,
+// a template over the output element that names the configuration's Gemm (gemm_sm100.cuh, gemm_sm120.cuh).
+#define NVFP4_BLACKWELL_DEFINE_RUNNERS(NS, NAME, CONFIG_ID)                                                       \
+  namespace nvfp4 {                                                                                               \
+  namespace NS {                                                                                                  \
+  int run_##NAME(const GemmArgs& a) {                                                                             \
+    if (a.out_dtype == NVFP4_DTYPE_FP16) return Runner<NAME##_gemm<cutlass::half_t>>::run(a, config_name(CONFIG_ID)); \
+    return Runner<NAME##_gemm<cutlass::bfloat16_t>>::run(a, config_name(CONFIG_ID));                              \
+  }                                                                                                               \
+  int check_##NAME(const GemmArgs& a, HostCheck* out) {                                                          \
+    if (a.out_dtype == NVFP4_DTYPE_FP16) return Runner<NAME##_gemm<cutlass::half_t>>::check(a, out);             \
+    return Runner<NAME##_gemm<cutlass::bfloat16_t>>::check(a, out);                                               \
+  }                                                                                                               \
+  }                                                                                                               \
+  }
