@@ -96,3 +96,15 @@ def test_invariant_attention_is_installed_and_matches_sdpa_cpu():
         per_sequence = model(ids).logits
         model.set_attn_implementation("sdpa")
         assert torch.equal(model(ids).logits, per_sequence)
+
+
+def test_invariant_attention_leaves_other_implementations_with_a_warning():
+    import transformers
+
+    from nvfp4.invariant_attention import install_invariant_attention
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(FIXTURES / "tiny-llama-bf16", dtype=torch.bfloat16,
+                                                              attn_implementation="eager")
+    with pytest.warns(UserWarning, match="'eager' is left as is"):
+        assert install_invariant_attention(model) is False
+    assert model.config._attn_implementation == "eager"
