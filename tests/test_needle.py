@@ -47,6 +47,8 @@ def test_quantize_model_needle_cpu():
     model = transformers.AutoModelForCausalLM.from_pretrained(FIXTURES / "tiny-llama-bf16", dtype=torch.bfloat16).eval()
     nvfp4.quantize_model(model, batch_invariant=True)  # per-token activation scales
     assert isinstance(model.lm_head, nvfp4.InvariantLinear)
+    assert isinstance(model.model.norm, nvfp4.InvariantRMSNorm)
+    assert model.config._attn_implementation == "nvfp4_invariant_sdpa"
     rows = needle_run(model, sizes=_sizes(2, 3), seed=5, new_tokens=8)
     assert all(identical(r) for r in rows), rows
 
