@@ -19,9 +19,10 @@ from torch import nn
 
 from .format import GLOBAL_SCALE_RANGE
 from .invariant_attention import install_invariant_attention
-from .invariant_norm import InvariantRMSNorm, install_invariant_rms_norms
+from .invariant_norm import install_invariant_rms_norms
 from .invariant_ops import InvariantLinear
 from .linear import NvFp4Linear
+from .module_tree import set_module
 from .quantize import quantize
 from .recipes import RECIPES, compressed_tensors_encode_scale, decode_scale_for_encode
 
@@ -72,29 +73,20 @@ def fused_group_of(name: str, names: Iterable[str]) -> tuple[str, ...]:
     return (name,)
 
 
-def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, leaf = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, leaf, new)
-
-
-def install_invariant_linears(model: nn.Module) -> list[str]:
+def install_invariant_modules(model: nn.Module) -> dict[str, Any]:
     """The batch-invariant mode's module replacements (from_pretrained and quantize_model with batch_invariant=True):
-    every remaining (unquantized) nn.Linear becomes InvariantLinear, and every Llama-formula RMSNorm becomes
-    InvariantRMSNorm (install_invariant_rms_norms; the names are in invariant_norm_names(model)), and SDPA attention
-    runs one sequence at a time (invariant_attention.install_invariant_attention). Returns the names of the Linears
-    replaced."""
-    names = [n for n, m in model.named_modules() if type(m) is nn.Linear]
-    for n in names:
+    every remaining (unquantized) nn.Linear becomes InvariantLinear, every Llama-formula RMSNorm becomes
+    InvariantRMSNorm, and SDPA attention runs one sequence at a time. Returns what was installed, as the model's
+    nvfp4_meta records it (no_invariant_modules() when nothing is)."""
+    linears = [n for n, m in model.named_modules() if type(m) is nn.Linear]
+    for n in linears:
         set_module(model, n, InvariantLinear(model.get_submodule(n)))
-    install_invariant_rms_norms(model)
-    install_invariant_attention(model)
-    return names
+    return {"invariant_linears": linears, "invariant_norms": install_invariant_rms_norms(model),
+            "invariant_attention": install_invariant_attention(model)}
 
 
-def invariant_norm_names(model: nn.Module) -> list[str]:
-    """Names of the InvariantRMSNorm modules of a model."""
-    return [n for n, m in model.named_modules() if isinstance(m, InvariantRMSNorm)]
+def no_invariant_modules() -> dict[str, Any]:
+    return {"invariant_linears": [], "invariant_norms": [], "invariant_attention": False}
 
 
 def _as_call(model: nn.Module, batch: Any) -> None:
@@ -213,9 +205,9 @@ def quantize_model(
         if encodes:
             setattr(layer, CT_ENCODE_ATTR, encodes)
         set_module(model, n, layer)
-    invariant = install_invariant_linears(model) if batch_invariant else []
+    invariant = install_invariant_modules(model) if batch_invariant else no_invariant_modules()
     setattr(model, MODEL_META_ATTR, {
         "recipe": recipe, "activation": mode, "ignore": list(ignore), "batch_invariant": bool(batch_invariant),
-        "quantized": targets, "invariant_linears": invariant, "invariant_norms": invariant_norm_names(model),
+        "quantized": targets, **invariant,
     })
     return model

@@ -39,6 +39,8 @@ from torch import nn
 
 from . import _lib
 from .checks import ACTIVATION_DTYPES, require_dim, require_dtype, require_same_device, require_shape, require_tensor
+from .module_tree import set_module
+from .ops import ABI_DTYPE_CODE
 
 MAX_HIDDEN = 65536  # the CUDA kernel's limit (64 values per thread, 1024 threads); enforced on every device
 
@@ -57,7 +59,6 @@ LLAMA_RMS_NORM_CLASSES = (
     "GraniteRMSNorm",
 )
 
-_DTYPE_CODE = {torch.bfloat16: 0, torch.float16: 1}
 _CANONICAL_NAN_BITS = {torch.bfloat16: 0x7FC0, torch.float16: 0x7E00}
 
 
@@ -131,7 +132,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if x2.stride(1) != 1 or stride < h:  # strided along H, or broadcast/overlapping rows
         x2, stride = x2.contiguous(), h
     w = weight.contiguous()
-    args = (x2.data_ptr(), _DTYPE_CODE[x.dtype], rows, h, stride, w.data_ptr(), float(eps), out.data_ptr(),
+    args = (x2.data_ptr(), ABI_DTYPE_CODE[x.dtype], rows, h, stride, w.data_ptr(), float(eps), out.data_ptr(),
             torch.cuda.current_stream(x.device).cuda_stream)
     if x.device.index is None or x.device.index == torch.cuda.current_device():
         status = lib.nvfp4_rms_norm(*args)
@@ -200,7 +201,5 @@ def install_invariant_rms_norms(model: nn.Module) -> list[str]:
     replaced. Other norms (Gemma's `1 + weight`, LayerNorm, ...) are left alone."""
     names = [n for n, m in model.named_modules() if n and type(m).__name__ in LLAMA_RMS_NORM_CLASSES]
     for n in names:
-        parent_name, _, leaf = n.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, leaf, InvariantRMSNorm(model.get_submodule(n)))
+        set_module(model, n, InvariantRMSNorm(model.get_submodule(n)))
     return names

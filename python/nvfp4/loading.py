@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .convert import CT_ENCODE_ATTR, MODEL_META_ATTR, install_invariant_linears, matches_any, set_module
+from .convert import CT_ENCODE_ATTR, MODEL_META_ATTR, install_invariant_modules, matches_any, no_invariant_modules
+from .module_tree import set_module
 from .linear import NvFp4Linear
 from .recipes import decode_scale_for_encode
 
@@ -305,7 +306,7 @@ def from_pretrained(
 ) -> nn.Module:
     """Load an NVFP4 checkpoint (ModelOpt or compressed-tensors, safetensors, sharded or not) as a transformers
     model whose quantized Linears are NvFp4Linear. batch_invariant=True builds the layers in invariant mode and
-    replaces the remaining bf16 nn.Linear layers (lm_head, ignored layers) by InvariantLinear."""
+    installs the invariant replacements around them (convert.install_invariant_modules)."""
     path = _resolve(path)
     config = json.loads((path / "config.json").read_text())
     spec = read_quant_spec(path, config)
@@ -387,12 +388,11 @@ def from_pretrained(
     for name, p in model.named_parameters():
         if p.is_floating_point() and p.dtype != dtype and not isinstance(model.get_submodule(name.rpartition(".")[0]), NvFp4Linear):
             p.data = p.data.to(dtype)
-    invariant = install_invariant_linears(model) if batch_invariant else []
+    invariant = install_invariant_modules(model) if batch_invariant else no_invariant_modules()
     model.to(device)
     model.eval()
     setattr(model, MODEL_META_ATTR, {
         "source": str(path), "format": spec.format, "activation": spec.activation, "ignore": spec.ignore,
-        "batch_invariant": bool(batch_invariant), "quantized": quantized, "invariant_linears": invariant,
-        "recipe": spec.format,
+        "batch_invariant": bool(batch_invariant), "quantized": quantized, **invariant, "recipe": spec.format,
     })
     return model

@@ -24,7 +24,7 @@ from .checks import (
 from .format import swizzled_scale_bytes
 from .reference import gemm_reference
 
-_DTYPE_CODE = {torch.bfloat16: 0, torch.float16: 1}
+ABI_DTYPE_CODE = {torch.bfloat16: 0, torch.float16: 1}  # NVFP4_DTYPE_BF16 / NVFP4_DTYPE_FP16 of nvfp4.h
 
 
 def call(op: Callable, impl: Callable, *args):
@@ -52,7 +52,7 @@ def _launch_quantizer(x, static_scale, multiplier, packed, scales, dequant, row_
     lib = _lib.require()
     x = _aligned_rows(x)
     status = lib.nvfp4_quantize_activations(
-        x.data_ptr(), _DTYPE_CODE[x.dtype], x.shape[0], x.shape[1], x.stride(0), _ptr(static_scale),
+        x.data_ptr(), ABI_DTYPE_CODE[x.dtype], x.shape[0], x.shape[1], x.stride(0), _ptr(static_scale),
         _ptr(row_scale), _ptr(multiplier), _ptr(packed), _ptr(scales), _ptr(dequant), _stream(x.device),
     )
     _lib.check(status, "nvfp4_quantize_activations")
@@ -195,7 +195,7 @@ def mm_sm90_impl(act, w_packed, w_scales_swizzled, alpha, bias, out_dtype: torch
     workspace = torch.empty((size.value,), dtype=torch.uint8, device=act.device) if size.value else None
     status = lib.nvfp4_sm90_gemm(
         act.data_ptr(), act.stride(0), m, n, k, w_packed.data_ptr(), w_scales_swizzled.data_ptr(), alpha.data_ptr(),
-        int(alpha.numel() != 1), _ptr(bias), out.data_ptr(), _DTYPE_CODE[out_dtype], out.stride(0), int(invariant),
+        int(alpha.numel() != 1), _ptr(bias), out.data_ptr(), ABI_DTYPE_CODE[out_dtype], out.stride(0), int(invariant),
         _ptr(workspace), size.value, _stream(act.device),
     )
     _lib.check(status, "nvfp4_sm90_gemm")
@@ -253,7 +253,7 @@ def _mm_blackwell_impl(family: str, act_packed, act_scales, w_packed, w_scales_s
     workspace = torch.empty((size.value,), dtype=torch.uint8, device=act_packed.device) if size.value else None
     status = getattr(lib, entry)(
         act_packed.data_ptr(), act_scales.data_ptr(), m, n, k, w_packed.data_ptr(), w_scales_swizzled.data_ptr(),
-        alpha.data_ptr(), int(alpha.numel() != 1), _ptr(bias), out.data_ptr(), _DTYPE_CODE[out_dtype], out.stride(0),
+        alpha.data_ptr(), int(alpha.numel() != 1), _ptr(bias), out.data_ptr(), ABI_DTYPE_CODE[out_dtype], out.stride(0),
         int(invariant), _ptr(workspace), size.value, _stream(act_packed.device),
     )
     _lib.check(status, entry)
