@@ -451,14 +451,21 @@ std::string iso_date() {
   return buf;
 }
 
+// The first line of a stream, without its line end and trailing blanks ("" when there is none).
+std::string first_line(FILE* f) {
+  std::string out;
+  char buf[256];
+  if (fgets(buf, sizeof buf, f)) out = buf;
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
 std::string shell_line(const char* cmd) {
   std::string out;
   if (FILE* f = popen(cmd, "r")) {
-    char buf[256];
-    if (fgets(buf, sizeof buf, f)) out = buf;
+    out = first_line(f);
     pclose(f);
   }
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r' || out.back() == ' ')) out.pop_back();
   return out;
 }
 
@@ -467,20 +474,11 @@ std::string shell_line(const char* cmd) {
 std::string source_commit() {
   if (const char* v = getenv("NVFP4_COMMIT"); v && *v) return v;
   if (FILE* f = fopen("COMMIT", "r")) {
-    char buf[64] = {0};
-    const bool ok = fgets(buf, sizeof buf, f) != nullptr;
+    const std::string c = first_line(f);
     fclose(f);
-    std::string c = ok ? buf : "";
-    while (!c.empty() && (c.back() == '\n' || c.back() == ' ')) c.pop_back();
     if (!c.empty()) return c;
   }
-  std::string c;
-  if (FILE* p = popen("git rev-parse --short HEAD 2>/dev/null", "r")) {
-    char buf[64] = {0};
-    if (fgets(buf, sizeof buf, p)) c = buf;
-    pclose(p);
-  }
-  while (!c.empty() && (c.back() == '\n' || c.back() == ' ')) c.pop_back();
+  const std::string c = shell_line("git rev-parse --short HEAD 2>/dev/null");
   return c.empty() ? "unknown" : c;
 }
 

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 
+#include "elementwise.cuh"
 #include "status.h"
 
 namespace nvfp4 {
@@ -29,13 +30,6 @@ constexpr int64_t kTargetCtas = 264;                 // about two CTAs per SM on
 // Above this many rows every row is one CTA: measured on the H100, chunking 256 rows into 2 chunks made the
 // quantizer 1.1-2x slower (the second amax read costs more than the extra parallelism gains).
 constexpr int64_t kMaxChunkedRows = 64;
-// NaNs are written in one canonical form (the one torch's CPU code produces) so that NaN outputs are
-// bit-identical to the reference too; CUDA's own arithmetic and conversions would produce other NaN encodings.
-constexpr int kCanonicalNanF32 = 0x7FC00000;
-constexpr unsigned short kCanonicalNanBf16 = 0x7FC0;
-
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 
 // max that lets NaN win and keeps it: torch.amax semantics.
 __device__ __forceinline__ float nan_max(float a, float b) { return (isnan(b) || b > a) ? b : a; }
@@ -159,7 +153,7 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
 #pragma unroll
       for (int i = 0; i < kBlock; ++i) {
         const float value = e2m1_value(codes[i]) * scale_value;
-        out[i] = isnan(value) ? __ushort_as_bfloat16(kCanonicalNanBf16) : __float2bfloat16_rn(value);
+        out[i] = from_float_rn<__nv_bfloat16>(value);
       }
       uint4* dst = reinterpret_cast<uint4*>(dequant_out + row * cols + g * kBlock);
       dst[0] = reinterpret_cast<const uint4*>(out)[0];

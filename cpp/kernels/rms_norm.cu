@@ -19,30 +19,13 @@
 #include <cmath>
 #include <cstdint>
 
+#include "elementwise.cuh"
 #include "status.h"
 
 namespace nvfp4 {
 namespace {
 
 constexpr int64_t kMaxCols = 65536;
-// NaN outputs are written in one canonical form (the one torch's CPU conversions produce for a positive NaN) so that
-// they are bit-identical to the reference, which canonicalizes the same way.
-constexpr unsigned short kCanonicalNanBf16 = 0x7FC0;
-constexpr unsigned short kCanonicalNanFp16 = 0x7E00;
-
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float_rn(float v);
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float_rn<__nv_bfloat16>(float v) {
-  return isnan(v) ? __ushort_as_bfloat16(kCanonicalNanBf16) : __float2bfloat16_rn(v);
-}
-template <>
-__device__ __forceinline__ __half from_float_rn<__half>(float v) {
-  return isnan(v) ? __ushort_as_half(kCanonicalNanFp16) : __float2half_rn(v);
-}
 
 __host__ __device__ constexpr int log2_exact(int n) { return n <= 1 ? 0 : 1 + log2_exact(n / 2); }
 
