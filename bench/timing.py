@@ -17,6 +17,7 @@ measurements (building inputs, capturing) the GPU has idled and its clocks are n
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -72,26 +73,22 @@ def copies_for(bytes_per_copy: int, flush_bytes: int = L2_FLUSH_BYTES, cap: int 
     return max(1, min(cap, math.ceil(flush_bytes / bytes_per_copy)))
 
 
-_CYCLES_PER_US: list[float] = []
-
-
+@functools.cache
 def _cycles_per_us() -> float:
     """SM clock cycles per microsecond, measured once with torch.cuda._sleep (no NVML needed)."""
     import torch
 
-    if not _CYCLES_PER_US:
-        cycles = 2_000_000
-        torch.cuda._sleep(cycles)  # warm-up
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        torch.cuda._sleep(cycles)
-        end.record()
-        end.synchronize()
-        _CYCLES_PER_US.append(cycles / (start.elapsed_time(end) * 1000))
-    return _CYCLES_PER_US[0]
+    cycles = 2_000_000
+    torch.cuda._sleep(cycles)  # warm-up
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(cycles)
+    end.record()
+    end.synchronize()
+    return cycles / (start.elapsed_time(end) * 1000)
 
 
-def graph_time_us(make_call, copies: int, calls: int, replays: int = 5, spin: bool = True) -> float:
+def graph_time_us(make_call, copies: int, calls: int, replays: int = 5) -> float:
     """Per-call time of `calls` back-to-back calls, cycling over `copies` argument sets, inside one CUDA graph."""
     import torch  # imported here so that plotting from a JSON (bench/compare.py --plot-only) needs no torch
 
@@ -118,7 +115,7 @@ def graph_time_us(make_call, copies: int, calls: int, replays: int = 5, spin: bo
     for _ in range(min(1000, int(WARM_MS / max(start.elapsed_time(end), 1e-3)))):
         graph.replay()
     torch.cuda.synchronize()
-    spin_cycles = int(SPIN_US * _cycles_per_us()) if spin else 0
+    spin_cycles = int(SPIN_US * _cycles_per_us()) if SPIN_US > 0 else 0
     best = math.inf
     for _ in range(replays):
         if spin_cycles:

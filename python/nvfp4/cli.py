@@ -192,7 +192,7 @@ def cmd_check(args) -> int:
 
 def identical(row: dict[str, Any]) -> bool:
     """A needle_run row whose prompt logits, greedy tokens and decode-step logits all equal the alone run."""
-    return row["logits_equal"] and row["tokens_equal"] and row.get("decode_logits_equal", True)
+    return row["logits_equal"] and row["tokens_equal"] and row["decode_logits_equal"]
 
 
 def bundled_model(device: torch.device) -> Path:
