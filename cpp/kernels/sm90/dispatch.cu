@@ -121,25 +121,13 @@ int nvfp4_sm90_gemm(const void* act, int64_t act_row_stride, int64_t M, int64_t 
   const int threads = 256;
   const int64_t blocks = (total + threads - 1) / threads;
   NVFP4_REQUIRE(blocks <= INT32_MAX, "nvfp4_sm90_gemm: M*N too large for the split path");
-  // Programmatic dependent launch: the reduction's launch overlaps the GEMM's tail; it waits in-kernel
-  // (griddepcontrol.wait) for the GEMM's results.
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(blocks));
-  cfg.blockDim = dim3(threads);
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  cudaError_t err;
+  // A plain launch. Programmatic dependent launch was tried and removed: on the H100 the split path was ~0.3 us per
+  // call slower with it (6144x4096, M = 1: 15.57 vs 15.29 us in nvfp4_bench; bench/results/h100-2026-11-24-gaps/).
   if (out_dtype == NVFP4_DTYPE_BF16) {
-    err = cudaLaunchKernelEx(&cfg, nvfp4_sm90_reduce_kernel<__nv_bfloat16>, p, plan.splits);
+    nvfp4_sm90_reduce_kernel<__nv_bfloat16><<<static_cast<unsigned>(blocks), threads, 0, s>>>(p, plan.splits);
   } else {
-    err = cudaLaunchKernelEx(&cfg, nvfp4_sm90_reduce_kernel<__half>, p, plan.splits);
+    nvfp4_sm90_reduce_kernel<__half><<<static_cast<unsigned>(blocks), threads, 0, s>>>(p, plan.splits);
   }
-  if (err != cudaSuccess) return check_cuda(err, "nvfp4_sm90_reduce_kernel launch");
   return check_cuda(cudaGetLastError(), "nvfp4_sm90_reduce_kernel launch");
 }
 

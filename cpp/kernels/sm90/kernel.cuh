@@ -290,8 +290,6 @@ __global__ void __launch_bounds__(256, MinBlocks<BT>::value) nvfp4_sm90_gemm_ker
 // Ordered reduction of the split partials: total = 0 + p0 + p1 + ... (same as the in-register chunk sum).
 template <typename OutT>
 __global__ void nvfp4_sm90_reduce_kernel(const __grid_constant__ GemmParams p, int splits) {
-  // Launched with programmatic stream serialisation: wait here until the GEMM grid has finished and flushed.
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t MN = static_cast<int64_t>(p.M) * p.N;
   if (idx >= MN) return;
