@@ -139,32 +139,46 @@ def timeline(replay, label, calls):
                       "by_kernel_us": {k: round(sum(v) / len(v), 3) for k, v in by_name.items()}}), flush=True)
 
 
-def how_three_ways():
-    lib = _lib.require()
-    CALLS = 20
-    for (n, k, m) in [(6144, 4096, 1), (6144, 4096, 4), (2112, 7168, 4), (4096, 4096, 1), (6144, 4096, 128)]:
-        copies = copies_for(n * k // 2 + n * k // 16, cap=64)
-        calls = max(CALLS, copies)
-        layers = [random_layer(n, k, seed=c) for c in range(copies)]
+class FixedGemm:
+    """One sm90 GEMM with fixed buffers (torch allocations): `copies` NvFp4Linear weight copies (L2 rotation as the
+    harnesses), one quantized activation, output and workspace; launch(c, stream) calls the C ABI directly."""
+
+    def __init__(self, n: int, k: int, m: int):
+        self.lib = _lib.require()
+        self.n, self.k, self.m = n, k, m
+        self.copies = copies_for(n * k // 2 + n * k // 16, cap=64)
+        self.calls = max(20, self.copies)
+        self.layers = [random_layer(n, k, seed=c) for c in range(self.copies)]
         x = random_rows(m, k, seed=m)
-        act, alpha = ops.quantize_activations_dequant_impl(x, None, layers[0].weight_scale_2.reshape(1))
+        self.act, self.alpha = ops.quantize_activations_dequant_impl(x, None,
+                                                                     self.layers[0].weight_scale_2.reshape(1))
         size = ctypes.c_size_t(0)
-        lib.nvfp4_sm90_gemm_workspace_size(m, n, k, 1, ctypes.byref(size))
-        wsb = size.value
-        ws = torch.empty(max(1, wsb), dtype=torch.uint8, device="cuda")
-        out = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
-        bias = layers[0].bias
+        self.lib.nvfp4_sm90_gemm_workspace_size(m, n, k, 1, ctypes.byref(size))
+        self.wsb = size.value
+        self.ws = torch.empty(max(1, self.wsb), dtype=torch.uint8, device="cuda")
+        self.out = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
 
-        def launch(L):
-            rc = lib.nvfp4_sm90_gemm(act.data_ptr(), act.stride(0), m, n, k, L.weight.data_ptr(),
-                                     L.weight_scale_swizzled.data_ptr(), alpha.data_ptr(), int(alpha.numel() != 1),
-                                     bias.data_ptr(), out.data_ptr(), 0, n, 1, ws.data_ptr() if wsb else None, wsb,
-                                     torch.cuda.current_stream().cuda_stream)
-            assert rc == 0, rc
+    def launch(self, c: int, stream=None):
+        L = self.layers[c]
+        rc = self.lib.nvfp4_sm90_gemm(
+            self.act.data_ptr(), self.act.stride(0), self.m, self.n, self.k, L.weight.data_ptr(),
+            L.weight_scale_swizzled.data_ptr(), self.alpha.data_ptr(), 1, L.bias.data_ptr(), self.out.data_ptr(), 0,
+            self.n, 1, self.ws.data_ptr() if self.wsb else None, self.wsb,
+            stream if stream is not None else torch.cuda.current_stream().cuda_stream)
+        assert rc == 0, rc
 
-        ops_fns = [lambda L=L: ops.mm_sm90_impl(act, L.weight, L.weight_scale_swizzled, alpha, L.bias, torch.bfloat16, True)
-                   for L in layers]
-        fixed_fns = [lambda L=L: launch(L) for L in layers]
+    def fns(self):
+        """One zero-argument launch per weight copy, on the current stream."""
+        return [lambda c=c: self.launch(c) for c in range(self.copies)]
+
+
+def how_three_ways():
+    for (n, k, m) in [(6144, 4096, 1), (6144, 4096, 4), (2112, 7168, 4), (4096, 4096, 1), (6144, 4096, 128)]:
+        gm = FixedGemm(n, k, m)
+        copies, calls, layers, act, alpha, wsb = gm.copies, gm.calls, gm.layers, gm.act, gm.alpha, gm.wsb
+        ops_fns = [lambda L=L: ops.mm_sm90_impl(act, L.weight, L.weight_scale_swizzled, alpha, L.bias, torch.bfloat16,
+                                                True) for L in layers]
+        fixed_fns = gm.fns()
         base = {"N": n, "K": k, "M": m, "copies": copies, "calls": calls, "split_workspace_bytes": wsb}
         for rnd in range(3):
             for name, fn in (("torch-ops", lambda: graph_time_us(lambda i: ops_fns[i], copies, calls)),
@@ -194,7 +208,7 @@ def how_three_ways():
         _, (ex, h, g) = raw_graph_time_us(fixed_fns, copies, calls, keep=True)
         timeline(lambda: ck(cudart.cudaGraphLaunch(ex, h), "launch"),
                  f"raw-fixed N={n} K={k} M={m} nodes,edges={graph_node_counts(g)}", calls)
-        del tg, layers, ops_fns, fixed_fns
+        del tg, gm, layers, ops_fns, fixed_fns
         torch.cuda.empty_cache()
 
 
@@ -205,27 +219,9 @@ def preroll_experiment():
         long long t0 = clock64(); while (clock64() - t0 < cycles) {} }""", "spin_all")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-    lib = _lib.require()
     for (n, k, m) in [(6144, 4096, 1), (4096, 4096, 1), (6144, 4096, 128)]:
-        copies = copies_for(n * k // 2 + n * k // 16, cap=64)
-        calls = max(20, copies)
-        layers = [random_layer(n, k, seed=c) for c in range(copies)]
-        x = random_rows(m, k, seed=m)
-        act, alpha = ops.quantize_activations_dequant_impl(x, None, layers[0].weight_scale_2.reshape(1))
-        size = ctypes.c_size_t(0)
-        lib.nvfp4_sm90_gemm_workspace_size(m, n, k, 1, ctypes.byref(size))
-        wsb = size.value
-        ws = torch.empty(max(1, wsb), dtype=torch.uint8, device="cuda")
-        out = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
-
-        def launch(L):
-            rc = lib.nvfp4_sm90_gemm(act.data_ptr(), act.stride(0), m, n, k, L.weight.data_ptr(),
-                                     L.weight_scale_swizzled.data_ptr(), alpha.data_ptr(), 1, L.bias.data_ptr(),
-                                     out.data_ptr(), 0, n, 1, ws.data_ptr() if wsb else None, wsb,
-                                     torch.cuda.current_stream().cuda_stream)
-            assert rc == 0, rc
-
-        fns = [lambda L=L: launch(L) for L in layers]
+        gm = FixedGemm(n, k, m)
+        copies, calls, layers, fns = gm.copies, gm.calls, gm.layers, gm.fns()
         _, (ex, h, g) = raw_graph_time_us(fns, copies, calls, keep=True)
         cyc = _cycles_per_us()
         s = torch.cuda.ExternalStream(h.value)
@@ -264,7 +260,7 @@ def preroll_experiment():
                     print(json.dumps({"N": n, "K": k, "M": m, "round": rnd, "preroll": name, "us": round(best, 3),
                                       "sm_clock_MHz": sm_clock()}), flush=True)
         ck(cudart.cudaGraphExecDestroy(ex), "exec destroy")
-        del layers, fns
+        del gm, layers, fns
         torch.cuda.empty_cache()
 
 
@@ -371,27 +367,11 @@ def sequence_experiment(recipe: str):
     the second launch's time) for the next 't' steps."""
     import time
 
-    n, k, m = 6144, 4096, 1
-    lib = _lib.require()
-    copies = copies_for(n * k // 2 + n * k // 16, cap=64)
-    calls = max(20, copies)
-    layers = [random_layer(n, k, seed=c) for c in range(copies)]
-    x = random_rows(m, k, seed=m)
-    act, alpha = ops.quantize_activations_dequant_impl(x, None, layers[0].weight_scale_2.reshape(1))
-    size = ctypes.c_size_t(0)
-    lib.nvfp4_sm90_gemm_workspace_size(m, n, k, 1, ctypes.byref(size))
-    wsb = size.value
-    ws = torch.empty(max(1, wsb), dtype=torch.uint8, device="cuda")
-    out = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
+    gm = FixedGemm(6144, 4096, 1)
+    copies, calls = gm.copies, gm.calls
     stream = torch.cuda.Stream()
     h = ctypes.c_void_p(stream.cuda_stream)
     torch.cuda.synchronize()
-
-    def launch(L):
-        rc = lib.nvfp4_sm90_gemm(act.data_ptr(), k, m, n, k, L.weight.data_ptr(), L.weight_scale_swizzled.data_ptr(),
-                                 alpha.data_ptr(), 1, L.bias.data_ptr(), out.data_ptr(), 0, n, 1, ws.data_ptr(), wsb,
-                                 stream.cuda_stream)
-        assert rc == 0, rc
 
     graphs = []
     start, mid, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
@@ -407,7 +387,7 @@ def sequence_experiment(recipe: str):
             with torch.cuda.stream(stream):
                 ck(cudart.cudaStreamBeginCapture(h, 1), "begin capture")
                 for i in range(calls):
-                    launch(layers[i % copies])
+                    gm.launch(i % copies, stream.cuda_stream)
                 g = ctypes.c_void_p()
                 ck(cudart.cudaStreamEndCapture(h, ctypes.byref(g)), "end capture")
                 ex = ctypes.c_void_p()
