@@ -19,6 +19,7 @@ bench/cpp/nvfp4_bench.cu with nvcc), to separate memory placement from data."""
 import ctypes
 import json
 import math
+import subprocess
 import sys
 
 import torch
@@ -361,9 +362,9 @@ def sequence_experiment(recipe: str):
     """One GEMM (N=6144 K=4096 M=1, fixed buffers), steps in order: 'cal' calibrates the busy-wait, 'cap' captures a
     new raw graph (the one later steps time), 't' times the current graph (warm-up, busy-wait, best of 5),
     'd' destroys every graph but the current one, 'idleS' idles the host S seconds, 'sync' = cudaDeviceSynchronize,
-    'tb', 'tc', 'td', 'te' are variants of 't' in nvfp4_bench's order (busy-wait, start, graph, end): with our own
-    busy-wait kernel, with libcudart events, without busy-wait, with torch's busy-wait and events;
-    'tr' is 't' through libcudart alone (no torch call, no busy-wait), 'sl' runs the two 2M-cycle busy-waits of a calibration, 'wX' sets the warm-up to X ms of replays (counted from
+    'tb', 'tc', 'td', 'te', 'tr' are variants of 't' in nvfp4_bench's order (busy-wait, start, graph, end): with our
+    own busy-wait kernel, with libcudart events, without busy-wait, with torch's busy-wait and events, and through
+    libcudart alone (no torch call, no busy-wait); 'sl' runs the two 2M-cycle busy-waits of a calibration, 'wX' sets the warm-up to X ms of replays (counted from
     the second launch's time) for the next 't' steps."""
     import time
 
@@ -405,29 +406,6 @@ def sequence_experiment(recipe: str):
                 torch.cuda._sleep(2_000_000)
                 torch.cuda._sleep(2_000_000)
                 stream.synchronize()
-        elif step == "tr":  # 't' without any torch call: libcudart events and syncs, no busy-wait
-            ex = graphs[-1][1]
-            ev = [ctypes.c_void_p() for _ in range(2)]
-            for e in ev:
-                ck(cudart.cudaEventCreate(ctypes.byref(e)), "event create")
-            ms = ctypes.c_float()
-
-            def timed_launch():
-                ck(cudart.cudaEventRecord(ev[0], h), "record")
-                ck(cudart.cudaGraphLaunch(ex, h), "launch")
-                ck(cudart.cudaEventRecord(ev[1], h), "record")
-                ck(cudart.cudaEventSynchronize(ev[1]), "event sync")
-                ck(cudart.cudaEventElapsedTime(ctypes.byref(ms), ev[0], ev[1]), "elapsed")
-                return ms.value
-            timed_launch()
-            warm = min(1000, int(warm_ms / timed_launch()))
-            for _ in range(warm):
-                ck(cudart.cudaGraphLaunch(ex, h), "launch")
-            ck(cudart.cudaStreamSynchronize(h), "stream sync")
-            best = min(timed_launch() for _ in range(5)) * 1000 / calls
-            results.append({"us": round(best, 2), "how": "tr (libcudart only, no busy-wait)", "warm_replays": warm})
-            for e in ev:
-                ck(cudart.cudaEventDestroy(e), "event destroy")
         elif step == "prof":
             ex = graphs[-1][1]
             with torch.cuda.stream(stream):
@@ -463,12 +441,21 @@ def sequence_experiment(recipe: str):
                     mhz.append(spin / (start.elapsed_time(mid) * 1000))
             results.append({"step": step, "us": min(each), "each": each, **gpu_state(), "warm_replays": warm,
                             "launch_ms": [round(v, 3) for v in launch_ms], "busy_wait_MHz": round(max(mhz))})
-        elif step in ("tb", "tc", "td", "te"):
+        elif step in ("tb", "tc", "td", "te", "tr"):
             # C++ layout (busy-wait, start event, graph, end event); tb: our own busy-wait kernel (as nvfp4_bench's),
-            # tc: libcudart events + torch's busy-wait, td: no busy-wait, te: torch events + torch's busy-wait
+            # tc: libcudart events + torch's busy-wait, td: no busy-wait, te: torch events + torch's busy-wait,
+            # tr: libcudart events and no busy-wait (no torch call at all)
             ex = graphs[-1][1]
             if step == "tb" and own_spin is None:
-                own_spin = fill_library().spin
+                # a module of its own: the busy-wait from probe_common.fill_library() gave erratic times here
+                # (17-21 us instead of ~15.7 on the second 'tb', H100, 2026-11-24), this one did not
+                open("/tmp/own_spin.cu", "w").write(
+                    "__global__ void k(long long c) { long long t = clock64(); while (clock64() - t < c) {} }\n"
+                    "extern \"C\" void own_spin(long long c, void* s) { k<<<1, 1, 0, (cudaStream_t)s>>>(c); }\n")
+                subprocess.run(["nvcc", "-shared", "-Xcompiler", "-fPIC", "-arch=sm_90a", "-cudart", "shared", "-o",
+                                "/tmp/own_spin.so", "/tmp/own_spin.cu"], check=True)
+                own_spin = ctypes.CDLL("/tmp/own_spin.so").own_spin
+                own_spin.argtypes = [ctypes.c_longlong, ctypes.c_void_p]
             raw_ev = [ctypes.c_void_p() for _ in range(2)]
             for e in raw_ev:
                 ck(cudart.cudaEventCreate(ctypes.byref(e)), "event create")
@@ -481,7 +468,7 @@ def sequence_experiment(recipe: str):
                 elif with_spin and step in ("tc", "te"):
                     with torch.cuda.stream(stream):
                         torch.cuda._sleep(spin)
-                if step == "tc":
+                if step in ("tc", "tr"):
                     ck(cudart.cudaEventRecord(raw_ev[0], h), "record")
                     ck(cudart.cudaGraphLaunch(ex, h), "launch")
                     ck(cudart.cudaEventRecord(raw_ev[1], h), "record")
