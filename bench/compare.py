@@ -193,6 +193,10 @@ def measure(args) -> dict:
         print(f"compare.py: no GEMM of the library serves {torch.cuda.get_device_name()} (sm_{sm}); library archs "
               f"{archs or 'none'}", file=sys.stderr)
         raise SystemExit(3)
+    if fam == "sm90" and args.sm90_split_reduce != "auto":
+        from nvfp4.sm90_plan import set_split_reduce
+
+        set_split_reduce(args.sm90_split_reduce)
     shapes = select_shapes(args)
     ms = [int(v) for v in args.m.split(",")] if args.m else (QUICK_M if args.quick else M_VALUES)
     calls_arg = args.calls if args.calls else (10 if args.quick else 20)
@@ -532,6 +536,8 @@ def main() -> None:
     parser.add_argument("--no-triton", action="store_true")
     parser.add_argument("--no-emulation", action="store_true")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--sm90-split-reduce", choices=("auto", "cluster", "kernel"), default="auto",
+                        help="how Hopper split-K calls add their chunk sums (same bits; as nvfp4_bench's flag)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--plot-only", metavar="JSON", help="make the PNGs from an existing JSON and exit")

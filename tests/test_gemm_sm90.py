@@ -9,6 +9,7 @@ import torch
 from nvfp4 import NvFp4Linear
 from nvfp4.activation import quantize_activations_reference
 from nvfp4.reference import dequantize_weight_blocks
+from nvfp4.sm90_plan import forced_split_reduce, sm90_plan
 from conftest import requires_cuda
 from gpu_data import random_layer, random_rows
 
@@ -74,6 +75,69 @@ def test_negative_control_fast_mode_differs():
     w = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
     xs = random_rows(2048, 4096, seed=13)
     assert not torch.equal((xs @ w.t())[:4], xs[:4] @ w.t()), "cuBLAS unexpectedly invariant here"
+
+
+# Shapes whose small-M calls split K into 3..16 chunks on an H100 (132 SMs); N % 128 != 0 for 2112, 1000 and 3000,
+# and K = 4000 ends in a partial chunk.
+SPLIT_SHAPES = [(6144, 4096), (4096, 4096), (10240, 8192), (5120, 8192), (5120, 25600), (2112, 7168),
+                (36864, 7168), (7168, 18432), (1000, 8192), (1000, 4000), (3000, 2048)]
+SPLIT_M_VALUES = [1, 2, 5, 8, 9, 16, 17, 31, 32, 33, 63, 64]
+
+
+@pytest.mark.parametrize("n,k", SPLIT_SHAPES)
+def test_cluster_and_kernel_split_reductions_give_the_same_bits(n, k):
+    """The two ways of adding the chunk sums in order (one cluster through DSMEM, or partials + a second kernel)
+    give identical outputs, every element written, for every token tile of the split range."""
+    layer = random_layer(n, k, seed=n + 3 * k)
+    clusters_run = 0
+    for m in SPLIT_M_VALUES:
+        plan = sm90_plan(m, n, k)
+        assert plan.splits > 1 and plan.reduce in ("cluster", "kernel"), plan
+        x = random_rows(m, k, seed=m * 31 + n)
+        with forced_split_reduce("kernel"):
+            assert sm90_plan(m, n, k).reduce == "kernel"
+            by_kernel = layer(x)
+        poison = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
+        del poison  # the allocator hands this NaN-filled block to the next output of this size
+        try:
+            with forced_split_reduce("cluster"):
+                by_cluster = layer(x)
+        except ValueError as err:  # only clusters above the portable 8 CTAs may be unschedulable
+            assert plan.splits > 8 and "cannot schedule a cluster" in str(err), err
+            continue
+        clusters_run += 1
+        assert not torch.isnan(by_cluster).any(), f"M={m}: the cluster path left output elements unwritten"
+        assert torch.equal(by_cluster, by_kernel), f"M={m} ({plan}): cluster and kernel reductions differ"
+    assert clusters_run > 0 or sm90_plan(1, n, k).splits > 8
+
+
+def test_automatic_split_reduction_follows_the_measured_rule():
+    """On a 132-SM H100: one kernel (cluster) where all clusters fit at once and the plain grid doubles CTAs up on
+    SMs anyway; the partials kernel where clusters would need a second wave or would crowd one GPC."""
+    if torch.cuda.get_device_properties(0).multi_processor_count != 132:
+        pytest.skip("the expected plans are those of a 132-SM H100")
+    expected = {
+        (6144, 4096, 1): "cluster", (6144, 4096, 16): "cluster", (7168, 16384, 1): "cluster",
+        (6144, 4096, 64): "kernel",  # 48 clusters of 4 at one CTA per SM: 30 fit at once
+        (4096, 4096, 1): "kernel",  # 32 clusters of 8: 30 fit at once
+        (1000, 8192, 1): "kernel",  # 128 CTAs: the plain grid has one per SM
+        (4096, 4096, 65): "none",  # above the split range
+    }
+    got = {key: sm90_plan(key[2], key[0], key[1]).reduce for key in expected}
+    assert got == expected
+    with forced_split_reduce("kernel"):
+        assert sm90_plan(1, 6144, 4096).reduce == "kernel"
+    assert sm90_plan(1, 6144, 4096).reduce == "cluster"
+
+
+def test_forced_split_reduce_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="split reduction mode must be one of"):
+        with forced_split_reduce("fast"):
+            pass
+    from nvfp4 import _lib
+
+    with pytest.raises(ValueError, match="mode must be 0 \\(automatic\\)"):
+        _lib.check(_lib.require().nvfp4_sm90_set_split_reduce(7), "nvfp4_sm90_set_split_reduce")
 
 
 @pytest.mark.parametrize("n,k,m", [(160, 2048, 1), (352, 1984, 17), (320, 1008, 257), (4096, 4096, 65), (4096, 14336, 4), (8192, 8192, 1000)])

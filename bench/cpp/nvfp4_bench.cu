@@ -243,6 +243,8 @@ size_t nvfp4_weight_bytes(int64_t n, int64_t k) { return (size_t)(n * k / 2 + n 
 // ---------------------------------------------------------------------------------------------------------------
 using Sm90Gemm = decltype(&nvfp4_sm90_gemm);
 using Sm90Ws = decltype(&nvfp4_sm90_gemm_workspace_size);
+using Sm90Plan = decltype(&nvfp4_sm90_gemm_plan);
+using Sm90SetReduce = decltype(&nvfp4_sm90_set_split_reduce);
 using BwGemm = decltype(&nvfp4_sm100_gemm);
 using BwWs = decltype(&nvfp4_sm100_gemm_workspace_size);
 using BwName = decltype(&nvfp4_sm100_config_name);
@@ -257,6 +259,7 @@ struct Family {
   bool nvfp4_act = false;
   Sm90Gemm sm90 = nullptr;
   Sm90Ws sm90_ws = nullptr;
+  Sm90Plan sm90_plan = nullptr;
   BwGemm bw = nullptr;
   BwWs bw_ws = nullptr;
   BwName bw_name = nullptr;
@@ -374,15 +377,17 @@ struct Options {
   int calls = 20, replays = 5;
   double flush_mb = 200;
   std::string out = ".", tag;
+  int sm90_split_reduce = 0;  // NVFP4_SM90_REDUCE_*: 0 = the library's automatic choice
 };
 
 void usage() {
   printf(
       "usage: nvfp4_bench [--preset NAME[,NAME...]|all] [--shape NxK[,NxK...]] [--m M[,M...]] [--quick]\n"
       "                   [--calls N] [--replays N] [--flush-mb MB] [--no-cublas] [--out DIR] [--tag NAME]\n"
-      "                   [--list-presets]\n"
+      "                   [--sm90-split-reduce auto|cluster|kernel] [--list-presets]\n"
       "presets: llama-3.1-8b llama-3.1-70b qwen3-32b deepseek-v3 (default: all four)\n"
       "--quick: llama-3.1-8b qkv_proj and o_proj, M in {1, 16, 256}, 10 calls per graph (the ctest smoke test)\n"
+      "--sm90-split-reduce: how Hopper split-K calls add their chunk sums (same bits; default auto)\n"
       "exit: 0 ok, 1 invariance failure / error, 2 bad arguments, 3 no kernel for this GPU, 77 no CUDA GPU\n");
 }
 
@@ -423,6 +428,13 @@ Options parse(int argc, char** argv) {
     else if (a == "--no-cublas") o.cublas = false;
     else if (a == "--out") o.out = value();
     else if (a == "--tag") o.tag = value();
+    else if (a == "--sm90-split-reduce") {
+      const std::string v = value();
+      if (v == "auto") o.sm90_split_reduce = 0;
+      else if (v == "cluster") o.sm90_split_reduce = NVFP4_SM90_REDUCE_CLUSTER;
+      else if (v == "kernel") o.sm90_split_reduce = NVFP4_SM90_REDUCE_KERNEL;
+      else die(kExitArgs, "--sm90-split-reduce: '%s' is not auto, cluster or kernel", v.c_str());
+    }
     else { usage(); die(kExitArgs, "unknown argument '%s'", a.c_str()); }
   }
   if (o.quick) {
@@ -522,6 +534,9 @@ int main(int argc, char** argv) {
     f.name = "sm90"; f.sm = 90;
     f.sm90 = lookup<Sm90Gemm>("nvfp4_sm90_gemm");
     f.sm90_ws = lookup<Sm90Ws>("nvfp4_sm90_gemm_workspace_size");
+    f.sm90_plan = lookup<Sm90Plan>("nvfp4_sm90_gemm_plan");
+    if (auto set_reduce = lookup<Sm90SetReduce>("nvfp4_sm90_set_split_reduce"))
+      if (set_reduce(opt.sm90_split_reduce) != NVFP4_OK) die(kExitArgs, "%s", nvfp4_last_error());
     if (f.sm90 && f.sm90_ws) fams.push_back(f);
   }
   for (int bsm : {100, 120}) {
@@ -704,6 +719,12 @@ int main(int argc, char** argv) {
           if (f.nvfp4_act) {
             char buf[128] = {0};
             if (f.bw_name(M, N, K, inv, buf, sizeof buf) > 0) config = buf;
+          } else if (f.sm90_plan) {
+            static const char* const kReduce[] = {"", "/cluster", "/kernel"};
+            int bt = 0, kc = 0, splits = 0, reduce = 0;
+            NV(f.sm90_plan(M, N, K, inv, &bt, &kc, &splits, &reduce));
+            config = "bt" + std::to_string(bt) + "/kc" + std::to_string(kc) + "/s" + std::to_string(splits) +
+                     kReduce[reduce >= 0 && reduce <= 2 ? reduce : 0];
           }
           std::string inv_result;
           if (inv) {  // invariance probe, outside any graph

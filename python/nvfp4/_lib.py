@@ -11,7 +11,7 @@ import functools
 import os
 from pathlib import Path
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 _LIB_NAME = "libnvfp4_kernels.so"
 
 _c_i64 = ctypes.c_int64
@@ -33,6 +33,14 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "nvfp4_sm90_gemm_workspace_size": (
         ctypes.c_int,
         [_c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)],
+    ),
+    "nvfp4_sm90_gemm_plan": (
+        ctypes.c_int,
+        [_c_i64, _c_i64, _c_i64, ctypes.c_int] + [ctypes.POINTER(ctypes.c_int)] * 4,
+    ),
+    "nvfp4_sm90_set_split_reduce": (ctypes.c_int, [ctypes.c_int]),
+    "nvfp4_sm90_occupancy": (
+        ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)],
     ),
     "nvfp4_sm90_gemm": (
         ctypes.c_int,

@@ -24,7 +24,7 @@ extern "C" {
 #define NVFP4_API __attribute__((visibility("default")))
 #endif
 
-#define NVFP4_ABI_VERSION 1
+#define NVFP4_ABI_VERSION 2
 
 typedef enum {
   NVFP4_OK = 0,
@@ -90,7 +90,23 @@ NVFP4_API int nvfp4_rms_norm(const void* x, int dtype, int64_t rows, int64_t col
 //   out:        [M, N] out_dtype, row stride out_row_stride.
 //   invariant:  1 = the K reduction order of every output element is a function of (N, K) only.
 //   workspace:  at least nvfp4_sm90_gemm_workspace_size(M, N, K, invariant) bytes (may be NULL when that is 0).
+//   Split-K calls (M <= 64 with more than one K chunk) add the chunk sums in chunk order inside one thread-block
+//   cluster (one kernel, no workspace) or through fp32 partials in the workspace and a second kernel; both give the
+//   same bits. The workspace size tells which: 0 for the cluster (and for calls that do not split).
 NVFP4_API int nvfp4_sm90_gemm_workspace_size(int64_t M, int64_t N, int64_t K, int invariant, size_t* bytes);
+// The plan nvfp4_sm90_gemm follows for (M, N, K, invariant) on the current device: token tile (wgmma N), K chunk
+// length (fixes the reduction order), number of chunks, and NVFP4_SM90_REDUCE_* (NONE when the call does not split).
+#define NVFP4_SM90_REDUCE_NONE 0
+#define NVFP4_SM90_REDUCE_CLUSTER 1
+#define NVFP4_SM90_REDUCE_KERNEL 2
+NVFP4_API int nvfp4_sm90_gemm_plan(int64_t M, int64_t N, int64_t K, int invariant, int* token_tile, int* chunk_k,
+                                   int* splits, int* reduce);
+// Occupancy behind the automatic choice: CTAs per SM of the token_tile kernel, and how many clusters of cluster_size
+// (1..16) of them the current device holds at once (0: it cannot schedule one).
+NVFP4_API int nvfp4_sm90_occupancy(int token_tile, int cluster_size, int* ctas_per_sm, int* max_clusters);
+// Forces the split reduction of later calls in this process: 0 = automatic (default), NVFP4_SM90_REDUCE_CLUSTER or
+// NVFP4_SM90_REDUCE_KERNEL (for tests and benchmarks; forcing CLUSTER fails where the device cannot schedule it).
+NVFP4_API int nvfp4_sm90_set_split_reduce(int mode);
 NVFP4_API int nvfp4_sm90_gemm(const void* act, int64_t act_row_stride, int64_t M, int64_t N, int64_t K,
                               const uint8_t* w_packed, const uint8_t* w_scales, const float* alpha,
                               int alpha_per_row, const void* bias, void* out, int out_dtype,

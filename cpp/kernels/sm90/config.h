@@ -6,7 +6,8 @@
 // Batch invariance. The K reduction of every output is fixed by ONE number, the chunk length kc, which depends on
 // (N, K, SM count) only: each chunk [c*kc, (c+1)*kc) is summed by a chain of k16 wgmmas starting from zero, and the
 // chunk sums are added in chunk order to a zero-initialised fp32 total (0 + p0 + p1 + ...). Whether the chunks run
-// in one CTA (registers) or in `splits` CTAs (fp32 partials + an ordered reduction kernel) does not change a bit.
+// in one CTA (registers) or in `splits` CTAs (one thread-block cluster reducing through distributed shared memory, or
+// fp32 partials + an ordered reduction kernel) does not change a bit.
 // The token tile BT (wgmma N) varies with M; the dev harness checks on the H100 that this changes no bit.
 #pragma once
 #include <cstdint>
@@ -18,7 +19,7 @@ struct Plan {
   int bt;          // token tile = wgmma N (8, 16, 32, 64 or 128)
   int kc;          // K chunk length (multiple of 256); the reduction order is fixed by it
   int splits;      // number of K chunks = ceil(K / kc)
-  bool split_out;  // true: one CTA per (tile, chunk) writing fp32 partials, then the ordered reduction kernel
+  bool split_out;  // true: one CTA per (tile, chunk); dispatch.cu picks how the chunk sums are added in order
   bool ws;         // true: warp-specialised TMA kernel (ws_kernel.cuh, 128x128 tile) when the operands allow it
 };
 
@@ -81,11 +82,6 @@ inline Plan make_plan(int64_t M, int64_t N, int64_t K, int invariant, int num_sm
   // weights only 8-byte aligned).
   p.ws = M > kSplitMaxM;
   return p;
-}
-
-inline size_t workspace_bytes(int64_t M, int64_t N, int64_t K, int invariant, int num_sms) {
-  const Plan p = make_plan(M, N, K, invariant, num_sms);
-  return p.split_out ? static_cast<size_t>(p.splits) * static_cast<size_t>(M) * static_cast<size_t>(N) * 4u : 0u;
 }
 
 }  // namespace sm90

@@ -1,6 +1,7 @@
 // C ABI of the Hopper NVFP4 GEMM: argument checks, plan (config.h), launches. Compile for sm_90a only.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "config.h"
@@ -33,9 +34,99 @@ int check_shape(int64_t M, int64_t N, int64_t K) {
   return NVFP4_OK;
 }
 
+// nvfp4_sm90_set_split_reduce: 0 = automatic, else forces NVFP4_SM90_REDUCE_CLUSTER or _KERNEL (tests, benchmarks).
+std::atomic<int> g_split_reduce{0};
+
+TileEntry tile_for(int bt) {
+  switch (bt) {
+    case 8: return tile_bt8();
+    case 16: return tile_bt16();
+    case 32: return tile_bt32();
+    case 64: return tile_bt64();
+    default: return tile_bt128();
+  }
+}
+
+// How the split chunk sums are added (NVFP4_SM90_REDUCE_*); the bits are the same either way, so this may depend on
+// M and on the device. Automatic: the cluster (one kernel, no workspace) only where its schedule cannot be slower
+// than the plain grid's, by what the H100 showed (bench/results/h100-2026-11-24-cluster/):
+//  - every cluster fits at once (tiles <= max_clusters). CTAs of a cluster leave together, so a second wave of
+//    clusters waits for whole clusters: 6144x4096 at M = 64, 48 clusters of 4 for 30 places, 39.7 vs 35.8 us;
+//    4096x4096 at M = 1, 32 clusters of 8 for 30 places, 14.2 vs 9.6 us;
+//  - the plain grid already doubles CTAs up on SMs (CTAs > (ctas_per_sm - 1) * SMs). Clusters are placed by
+//    GPC, so a grid that the plain launch spreads one CTA per SM may get two per SM in one GPC: 1000x8192 at
+//    M = 1, 8 clusters of 16, 9.3 vs 7.2 us.
+// Where both hold, the cluster saves the second launch and its dependency gap (6144x4096 at M = 1 in a Python
+// process: 16.0 vs 16.4 us).
+int split_reduce(const Plan& plan, int64_t M, int64_t N, int sms, int* reduce) {
+  *reduce = NVFP4_SM90_REDUCE_NONE;
+  if (!plan.split_out) return NVFP4_OK;
+  const int forced = g_split_reduce.load(std::memory_order_relaxed);
+  if (forced == NVFP4_SM90_REDUCE_KERNEL || plan.splits > kMaxClusterSplits) {
+    *reduce = NVFP4_SM90_REDUCE_KERNEL;
+    return NVFP4_OK;
+  }
+  int ctas_per_sm = 0, max_clusters = 0;
+  const int rc = tile_for(plan.bt).occupancy(plan.splits, &ctas_per_sm, &max_clusters);
+  if (rc != NVFP4_OK) return rc;
+  if (forced == NVFP4_SM90_REDUCE_CLUSTER) {
+    NVFP4_REQUIRE(max_clusters > 0,
+                  "nvfp4_sm90_gemm: split reduction forced to clusters, but this device cannot schedule a cluster "
+                  "of %d CTAs of the %d-token kernel",
+                  plan.splits, plan.bt);
+    *reduce = NVFP4_SM90_REDUCE_CLUSTER;
+    return NVFP4_OK;
+  }
+  const int64_t tiles = ((M + plan.bt - 1) / plan.bt) * ((N + 127) / 128);
+  const bool one_wave_of_clusters = tiles <= max_clusters;
+  const bool plain_grid_doubles_up = tiles * plan.splits > static_cast<int64_t>(ctas_per_sm - 1) * sms;
+  *reduce = one_wave_of_clusters && plain_grid_doubles_up ? NVFP4_SM90_REDUCE_CLUSTER : NVFP4_SM90_REDUCE_KERNEL;
+  return NVFP4_OK;
+}
+
+size_t partials_bytes(const Plan& plan, int reduce, int64_t M, int64_t N) {
+  return reduce == NVFP4_SM90_REDUCE_KERNEL ? static_cast<size_t>(plan.splits) * M * N * 4u : 0u;
+}
+
 }  // namespace
 
 extern "C" {
+
+int nvfp4_sm90_set_split_reduce(int mode) {
+  NVFP4_REQUIRE(mode == 0 || mode == NVFP4_SM90_REDUCE_CLUSTER || mode == NVFP4_SM90_REDUCE_KERNEL,
+                "nvfp4_sm90_set_split_reduce: mode must be 0 (automatic), %d (cluster) or %d (kernel) (got %d)",
+                NVFP4_SM90_REDUCE_CLUSTER, NVFP4_SM90_REDUCE_KERNEL, mode);
+  g_split_reduce.store(mode, std::memory_order_relaxed);
+  return NVFP4_OK;
+}
+
+int nvfp4_sm90_occupancy(int token_tile, int cluster_size, int* ctas_per_sm, int* max_clusters) {
+  NVFP4_REQUIRE(ctas_per_sm && max_clusters, "nvfp4_sm90_occupancy: output pointers must not be NULL");
+  NVFP4_REQUIRE(token_tile == 8 || token_tile == 16 || token_tile == 32 || token_tile == 64 || token_tile == 128,
+                "nvfp4_sm90_occupancy: token_tile must be 8, 16, 32, 64 or 128 (got %d)", token_tile);
+  NVFP4_REQUIRE(cluster_size >= 1 && cluster_size <= kMaxClusterSplits,
+                "nvfp4_sm90_occupancy: cluster_size must be in 1..%d (got %d)", kMaxClusterSplits, cluster_size);
+  return tile_for(token_tile).occupancy(cluster_size, ctas_per_sm, max_clusters);
+}
+
+int nvfp4_sm90_gemm_plan(int64_t M, int64_t N, int64_t K, int invariant, int* token_tile, int* chunk_k,
+                         int* splits, int* reduce) {
+  NVFP4_REQUIRE(token_tile && chunk_k && splits && reduce, "nvfp4_sm90_gemm_plan: output pointers must not be NULL");
+  NVFP4_REQUIRE(invariant == 0 || invariant == 1, "nvfp4_sm90_gemm_plan: invariant must be 0 or 1 (got %d)",
+                invariant);
+  int rc = check_shape(M, N, K);
+  if (rc != NVFP4_OK) return rc;
+  int sms = 0;
+  rc = device_sm_count(&sms);
+  if (rc != NVFP4_OK) return rc;
+  const Plan plan = make_plan(M, N, K, invariant, sms);
+  rc = split_reduce(plan, M, N, sms, reduce);
+  if (rc != NVFP4_OK) return rc;
+  *token_tile = plan.bt;
+  *chunk_k = plan.kc;
+  *splits = plan.splits;
+  return NVFP4_OK;
+}
 
 int nvfp4_sm90_gemm_workspace_size(int64_t M, int64_t N, int64_t K, int invariant, size_t* bytes) {
   NVFP4_REQUIRE(bytes != nullptr, "nvfp4_sm90_gemm_workspace_size: bytes must not be NULL");
@@ -44,7 +135,11 @@ int nvfp4_sm90_gemm_workspace_size(int64_t M, int64_t N, int64_t K, int invarian
   int sms = 0;
   rc = device_sm_count(&sms);
   if (rc != NVFP4_OK) return rc;
-  *bytes = workspace_bytes(M, N, K, invariant, sms);
+  const Plan plan = make_plan(M, N, K, invariant, sms);
+  int reduce = 0;
+  rc = split_reduce(plan, M, N, sms, &reduce);
+  if (rc != NVFP4_OK) return rc;
+  *bytes = partials_bytes(plan, reduce, M, N);
   return NVFP4_OK;
 }
 
@@ -82,7 +177,10 @@ int nvfp4_sm90_gemm(const void* act, int64_t act_row_stride, int64_t M, int64_t 
   rc = device_sm_count(&sms);
   if (rc != NVFP4_OK) return rc;
   const Plan plan = make_plan(M, N, K, invariant, sms);
-  const size_t need = plan.split_out ? static_cast<size_t>(plan.splits) * M * N * 4u : 0u;
+  int reduce = 0;
+  rc = split_reduce(plan, M, N, sms, &reduce);
+  if (rc != NVFP4_OK) return rc;
+  const size_t need = partials_bytes(plan, reduce, M, N);
   NVFP4_REQUIRE(workspace_bytes_given >= need,
                 "nvfp4_sm90_gemm: workspace_bytes must be >= nvfp4_sm90_gemm_workspace_size() = %zu (got %zu)", need,
                 workspace_bytes_given);
@@ -109,14 +207,11 @@ int nvfp4_sm90_gemm(const void* act, int64_t act_row_stride, int64_t M, int64_t 
   cudaStream_t s = static_cast<cudaStream_t>(stream);
 
   if (plan.ws && ws_supported(p)) return launch_ws_bt128(p, out_dtype, s);
-  switch (plan.bt) {
-    case 8: rc = launch_bt8(p, out_dtype, plan.split_out, plan.splits, s); break;
-    case 16: rc = launch_bt16(p, out_dtype, plan.split_out, plan.splits, s); break;
-    case 32: rc = launch_bt32(p, out_dtype, plan.split_out, plan.splits, s); break;
-    case 64: rc = launch_bt64(p, out_dtype, plan.split_out, plan.splits, s); break;
-    default: rc = launch_bt128(p, out_dtype, plan.split_out, plan.splits, s); break;
-  }
-  if (rc != NVFP4_OK || !plan.split_out) return rc;
+  const int mode = reduce == NVFP4_SM90_REDUCE_CLUSTER  ? kSplitCluster
+                   : reduce == NVFP4_SM90_REDUCE_KERNEL ? kSplitPartials
+                                                        : kWholeK;
+  rc = tile_for(plan.bt).launch(p, out_dtype, mode, plan.splits, s);
+  if (rc != NVFP4_OK || mode != kSplitPartials) return rc;
   const int64_t total = M * N;
   const int threads = 256;
   const int64_t blocks = (total + threads - 1) / threads;

@@ -3,8 +3,6 @@
 
 namespace nvfp4 {
 namespace sm90 {
-int launch_bt128(const GemmParams& p, int out_dtype, bool split, int splits, cudaStream_t stream) {
-  return launch_bt_impl<128>(p, out_dtype, split, splits, stream);
-}
+TileEntry tile_bt128() { return make_tile_entry<128>(); }
 }  // namespace sm90
 }  // namespace nvfp4

@@ -3,8 +3,6 @@
 
 namespace nvfp4 {
 namespace sm90 {
-int launch_bt16(const GemmParams& p, int out_dtype, bool split, int splits, cudaStream_t stream) {
-  return launch_bt_impl<16>(p, out_dtype, split, splits, stream);
-}
+TileEntry tile_bt16() { return make_tile_entry<16>(); }
 }  // namespace sm90
 }  // namespace nvfp4

@@ -3,8 +3,6 @@
 
 namespace nvfp4 {
 namespace sm90 {
-int launch_bt8(const GemmParams& p, int out_dtype, bool split, int splits, cudaStream_t stream) {
-  return launch_bt_impl<8>(p, out_dtype, split, splits, stream);
-}
+TileEntry tile_bt8() { return make_tile_entry<8>(); }
 }  // namespace sm90
 }  // namespace nvfp4

@@ -10,6 +10,9 @@
 //   range); the epilogue multiplies by alpha * 2^7 (exact power of two).
 // Reduction order: within a chunk of kc K-elements the k16 wgmmas accumulate in K order from zero; chunk sums are
 // added in order to a zero-initialised total (config.h explains why this makes the result independent of M).
+// Split modes (one CTA per (tile, chunk)) add the chunk sums in the same order, either through distributed shared
+// memory inside one thread-block cluster (kSplitCluster: one kernel per call) or through fp32 partials in global
+// memory and nvfp4_sm90_reduce_kernel (kSplitPartials: two kernels per call); the bits are the same.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -20,6 +23,15 @@
 
 namespace nvfp4 {
 namespace sm90 {
+
+// How a CTA covers K and where its chunk sums go.
+enum KernelMode : int {
+  kWholeK = 0,         // the CTA walks every chunk and stores the output
+  kSplitPartials = 1,  // blockIdx.z is the chunk; fp32 partials to global memory, reduced by a second kernel
+  kSplitCluster = 2,   // blockIdx.z is the chunk and the cluster rank; the cluster reduces through DSMEM
+};
+// Largest cluster the split-cluster mode launches (16 needs cudaFuncAttributeNonPortableClusterSizeAllowed).
+constexpr int kMaxClusterSplits = 16;
 
 struct GemmParams {
   const __nv_bfloat16* act;
@@ -34,7 +46,7 @@ struct GemmParams {
   void* out;
   int64_t out_stride;  // elements
   int kc;              // chunk length in K (multiple of 256)
-  float* partial;      // split mode: [splits][M][N] fp32
+  float* partial;      // kSplitPartials: [splits][M][N] fp32
 };
 
 template <typename OutT>
@@ -114,6 +126,17 @@ __device__ __forceinline__ void fence_regs(float (&r)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
 
+// Cluster barrier halves. arrive.release orders this CTA's earlier shared-memory accesses (reads included) before
+// what other CTAs do after their wait.acquire; between the two a CTA may do work that needs no other CTA.
+__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+// Stores an fp32 at shared address `local` of this CTA's layout into the shared memory of cluster rank `rank`.
+__device__ __forceinline__ void st_cluster_f32(uint32_t local, int rank, float v) {
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
+  asm volatile("st.shared::cluster.f32 [%0], %1;\n" ::"r"(remote), "f"(v) : "memory");
+}
+
 // No-swizzle K-major descriptor: LBO = distance between the two 8-element K halves, SBO = between 8-row groups.
 __device__ __forceinline__ uint64_t make_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo) {
   return static_cast<uint64_t>((saddr >> 4) & 0x3FFF) | (static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16) |
@@ -137,8 +160,8 @@ struct MinBlocks {
   static constexpr int value = BT <= 32 ? 2 : 1;
 };
 
-// SPLIT: blockIdx.z is the K chunk; writes fp32 partials. Otherwise the CTA walks all of K (chunked) and stores.
-template <int BT, int BK, int STAGES, typename OutT, bool SPLIT>
+// MODE: a KernelMode.
+template <int BT, int BK, int STAGES, typename OutT, int MODE>
 __global__ void __launch_bounds__(256, MinBlocks<BT>::value) nvfp4_sm90_gemm_kernel(const __grid_constant__ GemmParams p) {
   using L = Layout<BT, BK, STAGES>;
   constexpr int KG = BK / 64;  // 64-wide K groups per tile (one wgmma commit group each)
@@ -151,6 +174,7 @@ __global__ void __launch_bounds__(256, MinBlocks<BT>::value) nvfp4_sm90_gemm_ker
   const int M = p.M, N = p.N, K = p.K;
   const int m0 = blockIdx.x * BT;
   const int n0 = blockIdx.y * 128;
+  constexpr bool SPLIT = MODE != kWholeK;
   int kbeg = 0, kend = K;
   if (SPLIT) {
     kbeg = blockIdx.z * p.kc;
@@ -265,21 +289,62 @@ __global__ void __launch_bounds__(256, MinBlocks<BT>::value) nvfp4_sm90_gemm_ker
     }
   }
 
-  // Epilogue. acc index j*4 + h*2 + e: token 8j + 2t + e, row rA + 8h.
+  // acc/total index i = j*4 + h*2 + e holds token m0 + 8j + 2t + e, row n0 + rA + 8h.
+  if constexpr (MODE == kSplitCluster) {
+    // Rank r of the cluster holds chunk r's sums. Total slot i (= j*4 + h*2 + e) of every thread is finished by
+    // rank i % S: each rank pushes its chunk sum for slot i into that rank's shared memory (the pipeline buffers,
+    // free once every rank is past its main loop), then the owner adds the S values in rank order to zero, which is
+    // the order of the partials path. Only the pushes cross CTAs, so no CTA waits for another after the second
+    // barrier.
+    static_assert((BT / 2 + kMaxClusterSplits - 1) * 1024 <= STAGES * L::kStage, "cluster inbox fits the stages");
+    const int splits = static_cast<int>(gridDim.z), rank = static_cast<int>(blockIdx.z);
+    cp_async_wait<0>();
+    cluster_arrive();  // this CTA no longer reads its stage buffers
+    // Epilogue operands of this thread's first owned slot, loaded while the slower ranks finish.
+    const int n_lo = n0 + rA, n_hi = n_lo + 8;
+    const float bias_lo = p.bias && n_lo < N ? from_out<OutT>(static_cast<const OutT*>(p.bias)[n_lo]) : 0.0f;
+    const float bias_hi = p.bias && n_hi < N ? from_out<OutT>(static_cast<const OutT*>(p.bias)[n_hi]) : 0.0f;
+    const int first_m = m0 + 8 * (rank / 4) + 2 * t + rank % 2;
+    const float alpha0 = p.alpha[p.alpha_per_row ? min(first_m, M - 1) : 0];
+    cluster_wait();
+    const uint32_t inbox = smem_base;  // [owned slot][source rank][256 threads] fp32 in the owner's layout
+    int owner = 0, local_slot = 0;  // of slot i: i % splits, i / splits
 #pragma unroll
-  for (int j = 0; j < BT / 8; ++j) {
+    for (int i = 0; i < BT / 2; ++i) {
+      st_cluster_f32(inbox + static_cast<uint32_t>(((local_slot * splits + rank) * 256 + tid) * 4), owner, total[i]);
+      if (++owner == splits) owner = 0, ++local_slot;
+    }
+    cluster_arrive();
+    cluster_wait();  // every push into this CTA has landed
+    const float* box = reinterpret_cast<const float*>(smem);
+    for (int local_slot = 0, i = rank; i < BT / 2; ++local_slot, i += splits) {
+      float sum = 0.0f;
+      for (int r = 0; r < splits; ++r) sum = __fadd_rn(sum, box[(local_slot * splits + r) * 256 + tid]);
+      const int j = i / 4, h = (i / 2) % 2, e = i % 2;
+      const int m = m0 + 8 * j + 2 * t + e;
+      const int n = h ? n_hi : n_lo;
+      if (m < M && n < N) {
+        const float a = p.alpha_per_row ? p.alpha[m] : alpha0;
+        static_cast<OutT*>(p.out)[static_cast<int64_t>(m) * p.out_stride + n] =
+            to_out<OutT>(epilogue_value(sum, a, h ? bias_hi : bias_lo));
+      }
+    }
+  } else {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int j = 0; j < BT / 8; ++j) {
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int m = m0 + 8 * j + 2 * t + e;
-        const int n = n0 + rA + 8 * h;
-        if (m < M && n < N) {
-          const float v = total[j * 4 + h * 2 + e];
-          if (SPLIT) {
-            p.partial[(static_cast<int64_t>(blockIdx.z) * M + m) * N + n] = v;
-          } else {
-            store_output<OutT>(p, m, n, v);
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int m = m0 + 8 * j + 2 * t + e;
+          const int n = n0 + rA + 8 * h;
+          if (m < M && n < N) {
+            const float v = total[j * 4 + h * 2 + e];
+            if (MODE == kSplitPartials) {
+              p.partial[(static_cast<int64_t>(blockIdx.z) * M + m) * N + n] = v;
+            } else {
+              store_output<OutT>(p, m, n, v);
+            }
           }
         }
       }
@@ -299,12 +364,19 @@ __global__ void nvfp4_sm90_reduce_kernel(const __grid_constant__ GemmParams p, i
   store_output<OutT>(p, m, n, total);
 }
 
-// Host-side launchers, one per token tile, each defined in its own gemm_btN.cu.
-int launch_bt8(const GemmParams& p, int out_dtype, bool split, int splits, cudaStream_t stream);
-int launch_bt16(const GemmParams& p, int out_dtype, bool split, int splits, cudaStream_t stream);
-int launch_bt32(const GemmParams& p, int out_dtype, bool split, int splits, cudaStream_t stream);
-int launch_bt64(const GemmParams& p, int out_dtype, bool split, int splits, cudaStream_t stream);
-int launch_bt128(const GemmParams& p, int out_dtype, bool split, int splits, cudaStream_t stream);
+// Host side of one token tile BT, each defined in its own gemm_btN.cu (launch.cuh).
+struct TileEntry {
+  // Launches the GEMM kernel (the reduction kernel of kSplitPartials is launched by dispatch.cu).
+  int (*launch)(const GemmParams& p, int out_dtype, int mode, int splits, cudaStream_t stream);
+  // Occupancy of this tile's kernel on the current device: CTAs per SM of the plain launch, and how many
+  // `splits`-CTA clusters fit at once (0: a cluster of that size cannot be scheduled).
+  int (*occupancy)(int splits, int* ctas_per_sm, int* max_clusters);
+};
+TileEntry tile_bt8();
+TileEntry tile_bt16();
+TileEntry tile_bt32();
+TileEntry tile_bt64();
+TileEntry tile_bt128();
 
 }  // namespace sm90
 }  // namespace nvfp4
