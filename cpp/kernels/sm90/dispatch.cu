@@ -84,6 +84,17 @@ int split_reduce(const Plan& plan, int64_t M, int64_t N, int sms, int* reduce) {
   return NVFP4_OK;
 }
 
+// Shape check, plan (config.h) and split reduction for the current device: what every entry point starts from.
+int resolve(int64_t M, int64_t N, int64_t K, int invariant, Plan* plan, int* reduce) {
+  int rc = check_shape(M, N, K);
+  if (rc != NVFP4_OK) return rc;
+  int sms = 0;
+  rc = device_sm_count(&sms);
+  if (rc != NVFP4_OK) return rc;
+  *plan = make_plan(M, N, K, invariant, sms);
+  return split_reduce(*plan, M, N, sms, reduce);
+}
+
 size_t partials_bytes(const Plan& plan, int reduce, int64_t M, int64_t N) {
   return reduce == NVFP4_SM90_REDUCE_KERNEL ? static_cast<size_t>(plan.splits) * M * N * 4u : 0u;
 }
@@ -114,13 +125,8 @@ int nvfp4_sm90_gemm_plan(int64_t M, int64_t N, int64_t K, int invariant, int* to
   NVFP4_REQUIRE(token_tile && chunk_k && splits && reduce, "nvfp4_sm90_gemm_plan: output pointers must not be NULL");
   NVFP4_REQUIRE(invariant == 0 || invariant == 1, "nvfp4_sm90_gemm_plan: invariant must be 0 or 1 (got %d)",
                 invariant);
-  int rc = check_shape(M, N, K);
-  if (rc != NVFP4_OK) return rc;
-  int sms = 0;
-  rc = device_sm_count(&sms);
-  if (rc != NVFP4_OK) return rc;
-  const Plan plan = make_plan(M, N, K, invariant, sms);
-  rc = split_reduce(plan, M, N, sms, reduce);
+  Plan plan;
+  const int rc = resolve(M, N, K, invariant, &plan, reduce);
   if (rc != NVFP4_OK) return rc;
   *token_tile = plan.bt;
   *chunk_k = plan.kc;
@@ -130,14 +136,9 @@ int nvfp4_sm90_gemm_plan(int64_t M, int64_t N, int64_t K, int invariant, int* to
 
 int nvfp4_sm90_gemm_workspace_size(int64_t M, int64_t N, int64_t K, int invariant, size_t* bytes) {
   NVFP4_REQUIRE(bytes != nullptr, "nvfp4_sm90_gemm_workspace_size: bytes must not be NULL");
-  int rc = check_shape(M, N, K);
-  if (rc != NVFP4_OK) return rc;
-  int sms = 0;
-  rc = device_sm_count(&sms);
-  if (rc != NVFP4_OK) return rc;
-  const Plan plan = make_plan(M, N, K, invariant, sms);
+  Plan plan;
   int reduce = 0;
-  rc = split_reduce(plan, M, N, sms, &reduce);
+  const int rc = resolve(M, N, K, invariant, &plan, &reduce);
   if (rc != NVFP4_OK) return rc;
   *bytes = partials_bytes(plan, reduce, M, N);
   return NVFP4_OK;
@@ -173,12 +174,9 @@ int nvfp4_sm90_gemm(const void* act, int64_t act_row_stride, int64_t M, int64_t 
                 "nvfp4_sm90_gemm: row strides overflow 64-bit offsets");
   NVFP4_REQUIRE(invariant == 0 || invariant == 1, "nvfp4_sm90_gemm: invariant must be 0 or 1 (got %d)", invariant);
 
-  int sms = 0;
-  rc = device_sm_count(&sms);
-  if (rc != NVFP4_OK) return rc;
-  const Plan plan = make_plan(M, N, K, invariant, sms);
+  Plan plan;
   int reduce = 0;
-  rc = split_reduce(plan, M, N, sms, &reduce);
+  rc = resolve(M, N, K, invariant, &plan, &reduce);
   if (rc != NVFP4_OK) return rc;
   const size_t need = partials_bytes(plan, reduce, M, N);
   NVFP4_REQUIRE(workspace_bytes_given >= need,

@@ -48,24 +48,33 @@ int prepare(int splits) {
                     "cudaFuncSetAttribute(nvfp4_sm90_gemm_kernel, non-portable cluster size)");
 }
 
+// Launch configuration of the tile-BT kernel; cluster_z > 0 makes the z-dimension CTAs clusters of cluster_z (the
+// attribute lives in *cluster, which must outlive the configuration).
+template <int BT>
+cudaLaunchConfig_t launch_config(dim3 grid, int cluster_z, cudaLaunchAttribute* cluster, cudaStream_t stream) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(256, 1, 1);
+  cfg.dynamicSmemBytes = smem_bytes<BT>();
+  cfg.stream = stream;
+  if (cluster_z > 0) {
+    cluster->id = cudaLaunchAttributeClusterDimension;
+    cluster->val.clusterDim.x = 1;
+    cluster->val.clusterDim.y = 1;
+    cluster->val.clusterDim.z = static_cast<unsigned>(cluster_z);
+    cfg.attrs = cluster;
+    cfg.numAttrs = 1;
+  }
+  return cfg;
+}
+
 template <int BT, typename OutT, int MODE>
 int launch_one(const GemmParams& p, int splits, cudaStream_t stream) {
   int rc = prepare<BT, OutT, MODE>(splits);
   if (rc != NVFP4_OK) return rc;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((p.M + BT - 1) / BT, (p.N + 127) / 128, MODE == kWholeK ? 1 : splits);
-  cfg.blockDim = dim3(256, 1, 1);
-  cfg.dynamicSmemBytes = smem_bytes<BT>();
-  cfg.stream = stream;
-  cudaLaunchAttribute cluster[1];
-  if (MODE == kSplitCluster) {
-    cluster[0].id = cudaLaunchAttributeClusterDimension;
-    cluster[0].val.clusterDim.x = 1;
-    cluster[0].val.clusterDim.y = 1;
-    cluster[0].val.clusterDim.z = static_cast<unsigned>(splits);
-    cfg.attrs = cluster;
-    cfg.numAttrs = 1;
-  }
+  cudaLaunchAttribute cluster;
+  const dim3 grid((p.M + BT - 1) / BT, (p.N + 127) / 128, MODE == kWholeK ? 1 : splits);
+  const cudaLaunchConfig_t cfg = launch_config<BT>(grid, MODE == kSplitCluster ? splits : 0, &cluster, stream);
   return check_cuda(cudaLaunchKernelEx(&cfg, kernel_of<BT, OutT, MODE>(), p), "nvfp4_sm90_gemm_kernel launch");
 }
 
@@ -112,17 +121,8 @@ int occupancy_tile(int splits, int* ctas_per_sm, int* max_clusters) {
   if (clusters < 0) {
     rc = prepare<BT, __nv_bfloat16, kSplitCluster>(splits);
     if (rc != NVFP4_OK) return rc;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(1, 1, static_cast<unsigned>(splits));
-    cfg.blockDim = dim3(256, 1, 1);
-    cfg.dynamicSmemBytes = smem_bytes<BT>();
-    cudaLaunchAttribute cluster[1];
-    cluster[0].id = cudaLaunchAttributeClusterDimension;
-    cluster[0].val.clusterDim.x = 1;
-    cluster[0].val.clusterDim.y = 1;
-    cluster[0].val.clusterDim.z = static_cast<unsigned>(splits);
-    cfg.attrs = cluster;
-    cfg.numAttrs = 1;
+    cudaLaunchAttribute cluster;
+    const cudaLaunchConfig_t cfg = launch_config<BT>(dim3(1, 1, splits), splits, &cluster, nullptr);
     const cudaError_t err =
         cudaOccupancyMaxActiveClusters(&clusters, kernel_of<BT, __nv_bfloat16, kSplitCluster>(), &cfg);
     if (err != cudaSuccess) {
