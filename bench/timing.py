@@ -88,6 +88,21 @@ def _cycles_per_us() -> float:
     return cycles / (start.elapsed_time(end) * 1000)
 
 
+def capture_calls(fns, calls: int, stream, graph=None):
+    """A CUDA graph (`graph`, or a new one) of `calls` back-to-back calls cycling over `fns`, captured on `stream`."""
+    import torch
+
+    graph = torch.cuda.CUDAGraph() if graph is None else graph
+    # capture_begin/end directly: torch.cuda.graph() would also run gc and torch.cuda.empty_cache() each time
+    with torch.cuda.stream(stream):
+        graph.capture_begin()
+        for i in range(calls):
+            fns[i % len(fns)]()
+        graph.capture_end()
+    torch.cuda.current_stream().wait_stream(stream)
+    return graph
+
+
 def graph_time_us(make_call, copies: int, calls: int, replays: int = 5) -> float:
     """Per-call time of `calls` back-to-back calls, cycling over `copies` argument sets, inside one CUDA graph."""
     import torch  # imported here so that plotting from a JSON (bench/compare.py --plot-only) needs no torch
@@ -99,14 +114,7 @@ def graph_time_us(make_call, copies: int, calls: int, replays: int = 5) -> float
         for f in fns:
             f()
     torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    # capture_begin/end directly: torch.cuda.graph() would also run gc and torch.cuda.empty_cache() each time
-    with torch.cuda.stream(s):
-        graph.capture_begin()
-        for i in range(calls):
-            fns[i % copies]()
-        graph.capture_end()
-    torch.cuda.current_stream().wait_stream(s)
+    graph = capture_calls(fns, calls, s)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     graph.replay()

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, "bench")
 sys.path.insert(0, "tests")
 from gpu_data import random_layer, random_rows  # noqa: E402
-from timing import WARM_MS, SPIN_US, _cycles_per_us, copies_for, graph_time_us  # noqa: E402
+from timing import WARM_MS, SPIN_US, _cycles_per_us, capture_calls, copies_for, graph_time_us  # noqa: E402
 
 from nvfp4 import _lib, ops  # noqa: E402
 
@@ -195,12 +195,7 @@ def how_three_ways():
             tg = torch.cuda.CUDAGraph()
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            tg.capture_begin()
-            for i in range(calls):
-                fixed_fns[i % copies]()
-            tg.capture_end()
-        torch.cuda.current_stream().wait_stream(s)
+        capture_calls(fixed_fns, calls, s, tg)
         try:
             nodes = graph_node_counts(ctypes.c_void_p(tg.raw_cuda_graph()))
         except Exception as exc:  # noqa: BLE001

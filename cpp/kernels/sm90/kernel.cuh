@@ -68,11 +68,17 @@ __device__ __forceinline__ float epilogue_value(float total, float alpha, float 
   return __fmaf_rn(total, __fmul_rn(alpha, 128.0f), bias);
 }
 
+// Stores out[m, n] from its chunk total and its already loaded alpha and bias.
+template <typename OutT>
+__device__ __forceinline__ void store_output(const GemmParams& p, int m, int n, float total, float alpha, float bias) {
+  static_cast<OutT*>(p.out)[static_cast<int64_t>(m) * p.out_stride + n] = to_out<OutT>(epilogue_value(total, alpha, bias));
+}
+
 template <typename OutT>
 __device__ __forceinline__ void store_output(const GemmParams& p, int m, int n, float total) {
   const float a = p.alpha[p.alpha_per_row ? m : 0];
   const float b = p.bias ? from_out<OutT>(static_cast<const OutT*>(p.bias)[n]) : 0.0f;
-  static_cast<OutT*>(p.out)[static_cast<int64_t>(m) * p.out_stride + n] = to_out<OutT>(epilogue_value(total, a, b));
+  store_output<OutT>(p, m, n, total, a, b);
 }
 
 // bf16x2 bits of (e4m3 byte value) * 2^119, both halves equal; NaN for the e4m3 NaN codes.
@@ -323,11 +329,7 @@ __global__ void __launch_bounds__(256, MinBlocks<BT>::value) nvfp4_sm90_gemm_ker
       const int j = i / 4, h = (i / 2) % 2, e = i % 2;
       const int m = m0 + 8 * j + 2 * t + e;
       const int n = h ? n_hi : n_lo;
-      if (m < M && n < N) {
-        const float a = p.alpha_per_row ? p.alpha[m] : alpha0;
-        static_cast<OutT*>(p.out)[static_cast<int64_t>(m) * p.out_stride + n] =
-            to_out<OutT>(epilogue_value(sum, a, h ? bias_hi : bias_lo));
-      }
+      if (m < M && n < N) store_output<OutT>(p, m, n, sum, p.alpha_per_row ? p.alpha[m] : alpha0, h ? bias_hi : bias_lo);
     }
   } else {
 #pragma unroll
