@@ -14,7 +14,7 @@ Series (per shape and M; "<fam>" is sm90, sm100 or sm120, whichever serves the G
   emulation                              dequantize the NVFP4 weights on every call, then a bf16 matmul
 Timing is bench/timing.py's (the method of nvfp4_bench): CUDA-graph replay of back-to-back calls cycling weight copies
 (>= 200 MiB in all, the same copy count as nvfp4_bench), a busy-wait kernel in front of the start event, best of the
-replays; emulation is timed eagerly.
+replays once settled (timing.settled_best); emulation is timed eagerly.
 Invariance is probed for every invariant series (rows 0, M/2, M-1 of an M-row call vs the row alone, bitwise) and
 reported for the peers too (cuBLAS is expected to differ at some M). Writes <out>/compare-<gpu>-<date>.json and PNGs.
 """
@@ -337,7 +337,7 @@ def measure(args) -> dict:
         "read_bandwidth_TBps": round(read_bytes_per_us / 1e6, 3), "flush_bytes": flush, "calls": calls_arg,
         "replays": args.replays, "spin_us": SPIN_US, "warm_ms": WARM_MS,
         "method": "CUDA-graph replay of back-to-back calls cycling weight copies (>= flush_bytes in all, at most 64 "
-                  "copies), a busy-wait kernel before the start event, after warm_ms of untimed replays, best of `replays`; emulation timed as eager "
+                  "copies), a busy-wait kernel before the start event, after warm_ms of untimed replays, best of the replays once `replays` in a row gave no new best (0.5%); emulation timed as eager "
                   "back-to-back calls",
         "triton_peer": {"config": TRITON_CONFIG, "skipped": triton_why} if triton_why else {"config": TRITON_CONFIG},
         "invariance_failures": failures,
