@@ -33,8 +33,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from timing import (  # noqa: E402
-    L2_FLUSH_BYTES, M_VALUES, PRESET_NAMES, PRESETS, QUICK_M, QUICK_SHAPES, SPIN_US, WARM_MS, copies_for, graph_time_us,
-    loop_time_us, nvfp4_weight_bytes, source_commit,
+    L2_FLUSH_BYTES, M_VALUES, PRESET_NAMES, PRESETS, QUICK_M, QUICK_SHAPES, SPIN_US, WARM_FIRST_MS, WARM_MS, copies_for,
+    graph_time_us, loop_time_us, new_shape, nvfp4_weight_bytes, source_commit,
 )
 
 COPY_CAP = 64  # as nvfp4_bench: enough copies that >= flush bytes stream between two uses of one copy
@@ -229,6 +229,7 @@ def measure(args) -> dict:
         w_bf16_0 = (dequantize_weight_blocks(l0.weight, ws_u8) * l0.weight_scale_2).to(torch.bfloat16)
         bf16_copies = copies_for(n * k * 2, flush, COPY_CAP)
         w_bf16 = [w_bf16_0] + [w_bf16_0.clone() for _ in range(bf16_copies - 1)]
+        new_shape()
 
         for m in ms:
             x = random_rows(m, k, seed=m)
@@ -335,9 +336,9 @@ def measure(args) -> dict:
         "sms": props.multi_processor_count, "driver": driver, "torch": torch.__version__, "triton": triton_version,
         "nvfp4": nvfp4.__version__, "commit": commit or "unknown", "family": fam,
         "read_bandwidth_TBps": round(read_bytes_per_us / 1e6, 3), "flush_bytes": flush, "calls": calls_arg,
-        "replays": args.replays, "spin_us": SPIN_US, "warm_ms": WARM_MS,
+        "replays": args.replays, "spin_us": SPIN_US, "warm_ms": WARM_MS, "warm_first_ms": WARM_FIRST_MS,
         "method": "CUDA-graph replay of back-to-back calls cycling weight copies (>= flush_bytes in all, at most 64 "
-                  "copies), a busy-wait kernel before the start event, after warm_ms of untimed replays, best of the replays once `replays` in a row gave no new best (0.5%); emulation timed as eager "
+                  "copies), a busy-wait kernel before the start event, after warm_ms of untimed replays (warm_first_ms for a shape's first measurement), best of the replays once `replays` in a row gave no new best (0.5%); emulation timed as eager "
                   "back-to-back calls",
         "triton_peer": {"config": TRITON_CONFIG, "skipped": triton_why} if triton_why else {"config": TRITON_CONFIG},
         "invariance_failures": failures,
