@@ -18,7 +18,7 @@ The first measurement after a shape's setup (new weight buffers, after seconds o
 shape) warms up for WARM_FIRST_MS instead (call new_shape() after the setup). Why: in that state the GPU ran the same
 kernel 2-14% slower for longer than 30 ms of replays, so one harness's first row of a shape came out slow: 28672x4096
 at M = 1, 55.2 vs 48.3 us for the same kernel measured twice (nvfp4_bench at 530b791); with 300 ms of warm-up, 48.1 vs
-47.9 us (bench/results/h100-2026-11-24-llama-<commit>/warmup/).
+47.9 us (bench/results/h100-2026-11-24-llama-7551587/warmup/).
 
 The timed replays then go on until the best time has settled: `replays` replays in a row that do not lower it by more
 than SETTLE (a fraction), at most MAX_REPLAYS. Why: a fixed best-of-5 right after a new shape's setup (fresh weight
