@@ -21,10 +21,10 @@ at M = 1, 55.2 vs 48.3 us for the same kernel measured twice (nvfp4_bench at 530
 47.9 us (bench/results/h100-2026-11-24-llama-7551587/warmup/).
 
 The timed replays then go on until the best time has settled: `replays` replays in a row that do not lower it by more
-than SETTLE (a fraction), at most MAX_REPLAYS. Why: a fixed best-of-5 right after a new shape's setup (fresh weight
-buffers, seconds of prefill-sized work before) kept a slow state of the GPU in the first measurement of each shape in
-one harness and not in the other: 8192x28672 at M = 1, 100.9 vs 87.8 us for the same kernel measured twice
-(bench/results/h100-2026-11-24-llama-c3f6c05/agreement.txt).
+than SETTLE (a fraction), at most MAX_REPLAYS, so a best is not taken while the time is still falling. It was added
+against the same slow first row (8192x28672 at M = 1, 100.9 vs 87.8 us for the same kernel measured twice,
+bench/results/h100-2026-11-24-llama-c3f6c05/agreement.txt) but did not remove it on its own (still 2-14% at 530b791);
+the longer first warm-up above did.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def new_shape() -> None:
     """The next graph_time_us is the first measurement after a shape's setup: it warms up for WARM_FIRST_MS."""
     global _fresh_shape
     _fresh_shape = True
+
+
 SETTLE = 0.005  # a replay that lowers the best by less than this fraction does not count as an improvement
 MAX_REPLAYS = 100
 

@@ -13,6 +13,7 @@ from typing import Iterator, Literal
 from . import _lib
 
 SplitReduce = Literal["none", "cluster", "kernel"]
+ForcedReduce = Literal["auto", "cluster", "kernel"]
 # NVFP4_SM90_REDUCE_* of nvfp4.h
 _REDUCE_NAMES: dict[int, SplitReduce] = {0: "none", 1: "cluster", 2: "kernel"}
 _REDUCE_CODES = {"auto": 0, "cluster": 1, "kernel": 2}
@@ -36,7 +37,7 @@ def sm90_plan(m: int, n: int, k: int, invariant: bool = True) -> Sm90Plan:
     return Sm90Plan(tile, chunk, splits, _REDUCE_NAMES[reduce])
 
 
-def set_split_reduce(mode: Literal["auto", "cluster", "kernel"]) -> None:
+def set_split_reduce(mode: ForcedReduce) -> None:
     """From now on, in this process, split calls add their chunk sums the given way (the bits do not change).
 
     Forcing "cluster" makes calls fail with a clear error where the device cannot schedule the cluster.
@@ -48,7 +49,7 @@ def set_split_reduce(mode: Literal["auto", "cluster", "kernel"]) -> None:
 
 
 @contextlib.contextmanager
-def forced_split_reduce(mode: Literal["auto", "cluster", "kernel"]) -> Iterator[None]:
+def forced_split_reduce(mode: ForcedReduce) -> Iterator[None]:
     """set_split_reduce(mode) within the block, back to "auto" after it."""
     set_split_reduce(mode)
     try:
