@@ -27,7 +27,9 @@ from nvfp4 import ops  # noqa: E402
 from nvfp4.reference import dequantize_weight_blocks  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import L2_FLUSH_BYTES, M_VALUES, PRESETS, copies_for, graph_time_us, loop_time_us, source_commit  # noqa: E402,F401
+from timing import (  # noqa: E402,F401
+    L2_FLUSH_BYTES, M_VALUES, PRESETS, copies_for, graph_time_us, loop_time_us, on_timing_stream, source_commit,
+)
 
 SHAPES = [(n, k) for preset, _, n, k in PRESETS if preset in ("llama-3.1-8b", "llama-3.1-70b")]
 
@@ -114,12 +116,13 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("bench_hopper.py needs a CUDA GPU")
     global READ_BW_BYTES_PER_US
-    READ_BW_BYTES_PER_US = measure_read_bandwidth()
     shapes = SHAPES[:2] if args.quick else SHAPES
     m_values = [1, 16, 256, 4096] if args.quick else M_VALUES
     results = []
-    for n, k in shapes:
-        results += bench_shape(n, k, m_values, args.calls, with_emulation=True)
+    with on_timing_stream():  # setup and timing on one stream (bench/timing.py says why)
+        READ_BW_BYTES_PER_US = measure_read_bandwidth()
+        for n, k in shapes:
+            results += bench_shape(n, k, m_values, args.calls, with_emulation=True)
     props = torch.cuda.get_device_properties(0)
     commit = source_commit()
     driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],

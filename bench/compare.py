@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from timing import (  # noqa: E402
     L2_FLUSH_BYTES, M_VALUES, PRESET_NAMES, PRESETS, QUICK_M, QUICK_SHAPES, SPIN_US, WARM_FIRST_MS, WARM_MS, copies_for,
-    graph_time_us, loop_time_us, new_shape, nvfp4_weight_bytes, source_commit,
+    graph_time_us, loop_time_us, new_shape, nvfp4_weight_bytes, on_timing_stream, source_commit,
 )
 
 COPY_CAP = 64  # as nvfp4_bench: enough copies that >= flush bytes stream between two uses of one copy
@@ -559,7 +559,8 @@ def main() -> None:
         print_summary(report)
         return
 
-    report = measure(args)
+    with on_timing_stream():  # setup and timing on one stream, as nvfp4_bench (timing.py says why)
+        report = measure(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = report["gpu"].replace(" ", "-").replace("/", "-")
     stem = f"compare-{name}-{report['date']}{'-quick' if args.quick else ''}{'-' + args.tag if args.tag else ''}"

@@ -25,6 +25,13 @@ than SETTLE (a fraction), at most MAX_REPLAYS, so a best is not taken while the 
 against the same slow first row (8192x28672 at M = 1, 100.9 vs 87.8 us for the same kernel measured twice,
 bench/results/h100-2026-11-24-llama-c3f6c05/agreement.txt) but did not remove it on its own (still 2-14% at 530b791);
 the longer first warm-up above did.
+
+Everything runs on one stream, timing_stream(): the harness's setup (run it under `with on_timing_stream():`), the
+eager warm-up calls, the capture, the replays, the busy-wait and the events -- as nvfp4_bench does with its one
+Timer stream. Why: the H100's gap between two dependent kernels of a replayed graph depends on which streams the
+process has used. With the graph captured on a fresh pool stream per measurement and replayed on the default stream,
+4096x4096 at M = 1 (two kernels per call) took 10.55 us per call; with setup, capture and replay on one side stream,
+9.84 us, against nvfp4_bench's 9.6 us (bench/results/h100-2026-11-24-streams/).
 """
 
 from __future__ import annotations
@@ -125,6 +132,21 @@ def _cycles_per_us() -> float:
     return cycles / (start.elapsed_time(end) * 1000)
 
 
+@functools.cache
+def timing_stream():
+    """The one CUDA stream that every measurement runs on (the module docstring says why)."""
+    import torch
+
+    return torch.cuda.Stream()
+
+
+def on_timing_stream():
+    """Context manager: make timing_stream() the current stream (wrap a harness's setup and measurements in it)."""
+    import torch
+
+    return torch.cuda.stream(timing_stream())
+
+
 def capture_calls(fns, calls: int, stream, graph=None):
     """A CUDA graph (`graph`, or a new one) of `calls` back-to-back calls cycling over `fns`, captured on `stream`."""
     import torch
@@ -136,7 +158,8 @@ def capture_calls(fns, calls: int, stream, graph=None):
         for i in range(calls):
             fns[i % len(fns)]()
         graph.capture_end()
-    torch.cuda.current_stream().wait_stream(stream)
+    if torch.cuda.current_stream() != stream:
+        torch.cuda.current_stream().wait_stream(stream)
     return graph
 
 
@@ -146,35 +169,35 @@ def graph_time_us(make_call, copies: int, calls: int, replays: int = 5) -> float
     import torch  # imported here so that plotting from a JSON (bench/compare.py --plot-only) needs no torch
 
     fns = [make_call(i) for i in range(copies)]
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
+    s = timing_stream()
+    if torch.cuda.current_stream() != s:
+        s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
         for f in fns:
             f()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = capture_calls(fns, calls, s)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    graph.replay()
-    end.record()
-    end.synchronize()
-    global _fresh_shape
-    warm_ms, _fresh_shape = (WARM_FIRST_MS if _fresh_shape else WARM_MS), False
-    for _ in range(min(10000, int(warm_ms / max(start.elapsed_time(end), 1e-3)))):
-        graph.replay()
-    torch.cuda.synchronize()
-    spin_cycles = int(SPIN_US * _cycles_per_us()) if SPIN_US > 0 else 0
-
-    def replay_us() -> float:
-        if spin_cycles:
-            torch.cuda._sleep(spin_cycles)
+        graph = capture_calls(fns, calls, s)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         graph.replay()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end) * 1000 / calls
+        global _fresh_shape
+        warm_ms, _fresh_shape = (WARM_FIRST_MS if _fresh_shape else WARM_MS), False
+        for _ in range(min(10000, int(warm_ms / max(start.elapsed_time(end), 1e-3)))):
+            graph.replay()
+        s.synchronize()
+        spin_cycles = int(SPIN_US * _cycles_per_us()) if SPIN_US > 0 else 0
 
-    best = settled_best(replay_us, replays)
+        def replay_us() -> float:
+            if spin_cycles:
+                torch.cuda._sleep(spin_cycles)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) * 1000 / calls
+
+        best = settled_best(replay_us, replays)
     del graph
     return best
 

@@ -3,8 +3,13 @@ first timed graph replays? Everything goes through ctypes: libcudart, the nvfp4 
 fill kernels (compiled from bench/cpp/nvfp4_bench.cu) and a busy-wait kernel.
 
     python tools/gap_probe.py [--import-torch | --cxx] RECIPE...    (--cxx: the same as a compiled C++ program;
-    --cxx also knows e (eager calls over every copy), Q (5000 eager quantizer calls), D (destroy the graphs);
+    --cxx also knows e (eager calls over every copy), Q (5000 eager quantizer calls), D (destroy the graphs),
+    B (nvfp4_bench's read-bandwidth graph), N (run nvidia-smi), L (a kernel on the legacy default stream + sync);
+    GAP_PROBE_N=4096 sets N (default 6144);
     GAP_PROBE_BIG_FIRST=1 (--cxx) allocates, fills and frees 2 GiB before the weights, as nvfp4_bench does;
+    GAP_ST_SETUP=bits (--cxx) runs setup work on the timing stream instead of the legacy default stream: 1 weight
+    fills, 2 scale memsets (async), 4 activation fill, 8 quantize (15: all, as nvfp4_bench);
+    GAP_WARM_FIRST_MS (--cxx) warm-up of the first `t` (default 30); GAP_SETTLE=1 (--cxx) settled best as the harnesses;
     GAP_PROBE_SCHEDULE=spin|yield|blocking sets cudaSetDeviceFlags before the first CUDA call)
 steps: cap (capture a new graph), t (time the newest), D (destroy all graphs), M (cudaMalloc + cudaFree 64 MiB),
 S (4-byte device-to-host copy + stream sync)
@@ -30,7 +35,7 @@ CXX_MAIN = r"""
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("%s: %s\n", #x, cudaGetErrorString(e_)); return 1; } } while (0)
 #define NV(x) do { int r_ = (x); if (r_) { printf("%s: nvfp4 error %d\n", #x, r_); return 1; } } while (0)
 int main(int argc, char** argv) {
-  const long long n = 6144, k = 4096, m = 1;
+  const long long n = getenv("GAP_PROBE_N") ? atoll(getenv("GAP_PROBE_N")) : 6144, k = 4096, m = 1;
   const size_t wbytes = n * k / 2 + n * k / 16;
   const int copies = (int)std::min<size_t>(64, std::max<size_t>(1, ((200u << 20) + wbytes - 1) / wbytes));
   const int calls = std::max(20, copies);
@@ -39,22 +44,28 @@ int main(int argc, char** argv) {
     void* big; CK(cudaMalloc(&big, (size_t)2 << 30)); CK(cudaMemset(big, 1, (size_t)2 << 30));
     CK(cudaDeviceSynchronize()); CK(cudaFree(big));
   }
+  // setup on the timing stream, async (as nvfp4_bench): bit 1 weight fills, 2 scale memsets, 4 activation fill, 8 quantize
+  const int st_bits = getenv("GAP_ST_SETUP") ? atoi(getenv("GAP_ST_SETUP")) : 0;
+  cudaStream_t st; CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  auto ss_for = [&](int bit) { return (st_bits & bit) ? st : (cudaStream_t)0; };
   std::vector<void*> w(copies), sc(copies);
   for (int c = 0; c < copies; ++c) {
     CK(cudaMalloc(&w[c], n * k / 2)); CK(cudaMalloc(&sc[c], sbytes));
-    fill_bytes_kernel<<<264, 256>>>((uint8_t*)w[c], n * k / 2, 1000 + c);
-    CK(cudaMemset(sc[c], 0, sbytes));
-    fill_scales_kernel<<<264, 256>>>((uint8_t*)sc[c], n, k / 16, 2000 + c);
+    fill_bytes_kernel<<<264, 256, 0, ss_for(1)>>>((uint8_t*)w[c], n * k / 2, 1000 + c);
+    if (st_bits & 2) CK(cudaMemsetAsync(sc[c], 0, sbytes, st)); else CK(cudaMemset(sc[c], 0, sbytes));
+    fill_scales_kernel<<<264, 256, 0, ss_for(1)>>>((uint8_t*)sc[c], n, k / 16, 2000 + c);
   }
   void *bias, *x, *act, *alpha, *out, *wgs, *ws;
   CK(cudaMalloc(&bias, n * 2)); CK(cudaMemset(bias, 0, n * 2));
   CK(cudaMalloc(&x, m * k * 2)); CK(cudaMalloc(&act, m * k * 2)); CK(cudaMalloc(&alpha, m * 4));
   CK(cudaMalloc(&out, m * n * 2)); CK(cudaMalloc(&wgs, 4));
   float g = 0.75f; CK(cudaMemcpy(wgs, &g, 4, cudaMemcpyHostToDevice));
-  fill_activations_kernel<<<264, 256>>>((__nv_bfloat16*)x, m, k, 5000 + m);
-  NV(nvfp4_quantize_activations(x, NVFP4_DTYPE_BF16, m, k, k, nullptr, (float*)alpha, (float*)wgs, nullptr, nullptr, act, nullptr));
+  fill_activations_kernel<<<264, 256, 0, ss_for(4)>>>((__nv_bfloat16*)x, m, k, 5000 + m);
+  NV(nvfp4_quantize_activations(x, NVFP4_DTYPE_BF16, m, k, k, nullptr, (float*)alpha, (float*)wgs, nullptr, nullptr, act, ss_for(8)));
   size_t wsb = 0; NV(nvfp4_sm90_gemm_workspace_size(m, n, k, 1, &wsb)); CK(cudaMalloc(&ws, wsb));
-  cudaStream_t st; CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  const double warm_first_ms = getenv("GAP_WARM_FIRST_MS") ? atof(getenv("GAP_WARM_FIRST_MS")) : 30.0;
+  const bool settle = getenv("GAP_SETTLE") != nullptr;
+  bool first_t = true;
   cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
   CK(cudaDeviceSynchronize());
   float ms = 0;
@@ -82,6 +93,22 @@ int main(int argc, char** argv) {
       for (int r = 0; r < 5000; ++r)
         NV(nvfp4_quantize_activations(x, NVFP4_DTYPE_BF16, m, k, k, nullptr, (float*)alpha, (float*)wgs, nullptr, nullptr, act, st));
       CK(cudaStreamSynchronize(st));
+    } else if (!strcmp(argv[i], "B")) {  // nvfp4_bench's read-bandwidth measurement: 2 GiB, a graph of 5 read kernels
+      const size_t bytes = (size_t)2 << 30; void *buf, *sink; CK(cudaMalloc(&buf, bytes)); CK(cudaMalloc(&sink, 4));
+      CK(cudaMemset(buf, 0, bytes));
+      auto rk = [&]() { read_kernel<<<132 * 8, 512, 0, st>>>((const float4*)buf, bytes / 16, (float*)sink); };
+      rk(); CK(cudaStreamSynchronize(st));
+      cudaGraph_t gr; cudaGraphExec_t ex;
+      CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+      for (int c = 0; c < 5; ++c) rk();
+      CK(cudaStreamEndCapture(st, &gr)); CK(cudaGraphInstantiate(&ex, gr, 0));
+      for (int r = 0; r < 30; ++r) CK(cudaGraphLaunch(ex, st));
+      CK(cudaStreamSynchronize(st)); CK(cudaGraphExecDestroy(ex)); CK(cudaGraphDestroy(gr));
+      CK(cudaFree(buf)); CK(cudaFree(sink));
+    } else if (!strcmp(argv[i], "N")) {  // run nvidia-smi (nvfp4_bench asks it for the driver version before timing)
+      if (system("nvidia-smi --query-gpu=driver_version --format=csv,noheader > /dev/null 2>&1") != 0) printf("nvidia-smi failed\n");
+    } else if (!strcmp(argv[i], "L")) {  // one kernel on the legacy default stream, then a device sync
+      spin_kernel<<<1, 1>>>(1000); CK(cudaDeviceSynchronize());
     } else if (!strcmp(argv[i], "D")) {
       for (auto ex : graphs) CK(cudaGraphExecDestroy(ex));
       graphs.clear();
@@ -90,11 +117,17 @@ int main(int argc, char** argv) {
       auto timed = [&](bool pre) { if (pre) spin_kernel<<<1, 1, 0, st>>>(spin); cudaEventRecord(e0, st); cudaGraphLaunch(ex, st);
                                    cudaEventRecord(e1, st); cudaEventSynchronize(e1); float t = 0; cudaEventElapsedTime(&t, e0, e1); return t; };
       timed(false);
-      const int warm = std::min(1000, (int)(30.0 / timed(false)));
+      const int warm = std::min(10000, (int)((first_t ? warm_first_ms : 30.0) / timed(false)));
+      first_t = false;
       for (int r = 0; r < warm; ++r) CK(cudaGraphLaunch(ex, st));
       CK(cudaStreamSynchronize(st));
       printf("    t: each");
       double best = 1e30;
+      if (settle) {
+        for (int r = 0, since = 0; r < 100 && since < 5; ++r) { double us = timed(true) * 1000.0 / calls;
+          since = us < best * 0.995 ? 0 : since + 1; best = std::min(best, us); }
+        printf(" (settled)");
+      } else
       for (int r = 0; r < 5; ++r) { double us = timed(true) * 1000.0 / calls; best = std::min(best, us); printf(" %.2f", us); }
       printf("  best %.2f us (warm %d)\n", best, warm);
     }
@@ -109,6 +142,9 @@ if args and args[0] == "--cxx":  # the same sequence as a compiled program
     with open("/tmp/gap_probe_main.cu", "w") as f:
         f.write(bench_fill_source() +
                 "__global__ void spin_kernel(long long c) { long long t = clock64(); while (clock64() - t < c) {} }\n"
+                "__global__ void read_kernel(const float4* p, size_t n, float* sink) { float acc = 0.f;\n"
+                "  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {\n"
+                "    const float4 v = p[i]; acc += v.x + v.y + v.z + v.w; }\n  if (acc == 123456.789f) *sink = acc; }\n"
                 + CXX_MAIN)
     lib = os.environ["NVFP4_LIBRARY"]
     subprocess.run(["nvcc", "-O2", "-std=c++17", "-arch=sm_90a", "-Icpp/include", "-o", "/tmp/gap_probe_cxx",
