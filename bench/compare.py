@@ -14,7 +14,8 @@ Series (per shape and M; "<fam>" is sm90, sm100 or sm120, whichever serves the G
   emulation                              dequantize the NVFP4 weights on every call, then a bf16 matmul
 Timing is bench/timing.py's (the method of nvfp4_bench): CUDA-graph replay of back-to-back calls cycling weight copies
 (>= 200 MiB in all, the same copy count as nvfp4_bench), a busy-wait kernel in front of the start event, best of the
-replays once settled (timing.settled_best); emulation is timed eagerly.
+replays once settled (timing.settled_best), all on one stream; emulation is timed eagerly, after every other series
+(a pass of its own at the end).
 Invariance is probed for every invariant series (rows 0, M/2, M-1 of an M-row call vs the row alone, bitwise) and
 reported for the peers too (cuBLAS is expected to differ at some M). Writes <out>/compare-<gpu>-<date>.json and PNGs.
 """
@@ -171,6 +172,20 @@ def select_shapes(args) -> list[tuple[str, str, int, int]]:
     return shapes
 
 
+def result_row(preset: str, name: str, n: int, k: int, m: int, series: str, kind: str, us: float, copies: int,
+               calls: int, invariance: str, nvfp4_weights: bool, read_bytes_per_us: float) -> dict:
+    """One result of the JSON: time, TFLOP/s, weight-read rate and fraction of the read-bandwidth floor."""
+    row = {"preset": preset, "shape": name, "N": n, "K": k, "M": m, "series": series, "kind": kind,
+           "us": round(us, 3), "tflops": round(2 * m * n * k / us / 1e6, 2) if kind != "quantizer" else 0.0,
+           "copies": copies, "calls": calls, "invariance": invariance}
+    if kind != "quantizer":
+        wbytes = nvfp4_weight_bytes(n, k)
+        row["weight_GBps"] = round((wbytes if nvfp4_weights else n * k * 2) / us / 1e3, 1)
+        if nvfp4_weights:
+            row["fraction_of_bw_floor"] = round(wbytes / read_bytes_per_us / us, 4)
+    return row
+
+
 def measure(args) -> dict:
     import torch
 
@@ -210,7 +225,7 @@ def measure(args) -> dict:
 
     results: list[dict] = []
     failures = 0
-    progress = Progress(len(shapes) * len(ms), "compare")
+    progress = Progress(len(shapes) * len(ms) * (1 if args.no_emulation else 2), "compare")
     progress.write(f"{torch.cuda.get_device_name()} sm_{sm} family {fam}; read bandwidth {read_bytes_per_us / 1e6:.2f} TB/s; "
                    f"triton peer: {'on' if triton_mm else triton_why}")
     for preset, name, n, k in shapes:
@@ -237,15 +252,8 @@ def measure(args) -> dict:
             flops = 2 * m * n * k
 
             def add(series, kind, us, cps, cls, invariance="", nvfp4_weights=True):
-                row = {"preset": preset, "shape": name, "N": n, "K": k, "M": m, "series": series, "kind": kind,
-                       "us": round(us, 3), "tflops": round(flops / us / 1e6, 2) if kind != "quantizer" else 0.0,
-                       "copies": cps, "calls": cls, "invariance": invariance}
-                if kind != "quantizer":
-                    b = wbytes if nvfp4_weights else n * k * 2
-                    row["weight_GBps"] = round(b / us / 1e3, 1)
-                    if nvfp4_weights:
-                        row["fraction_of_bw_floor"] = round(wbytes / read_bytes_per_us / us, 4)
-                results.append(row)
+                results.append(result_row(preset, name, n, k, m, series, kind, us, cps, cls, invariance,
+                                          nvfp4_weights, read_bytes_per_us))
                 return us
 
             def probe(fn) -> str:
@@ -302,12 +310,6 @@ def measure(args) -> dict:
                 t = graph_time_us(lambda i: (lambda: triton_mm(x, w_bf16[i])), bf16_copies, cls, args.replays)
                 line["triton_invariant_bf16"] = add("triton_invariant_bf16", "peer", t, bf16_copies, cls,
                                                     probe(lambda a: triton_mm(a, w_bf16_0)), nvfp4_weights=False)
-            if not args.no_emulation:
-                def emulate(a):
-                    w = (dequantize_weight_blocks(l0.weight, ws_u8) * l0.weight_scale_2).to(torch.bfloat16)
-                    return torch.nn.functional.linear(a, w, l0.bias)
-                t = loop_time_us(lambda: emulate(x), iters=args.emulation_iters)
-                line["emulation"] = add("emulation", "peer", t, 1, args.emulation_iters)
 
             inv_us = line.get(f"{fam}_invariant") or line.get(f"{fam}_invariant_layer")
             summary = " ".join(f"{s} {us:.1f}" for s, us in line.items())
@@ -317,6 +319,28 @@ def measure(args) -> dict:
             del x
         del inv_layers, fast_layers, w_bf16, w_bf16_0
         torch.cuda.empty_cache()
+
+    # The emulation peer last, in a pass of its own: its eager, allocation-heavy calls slowed the graph-timed GEMM
+    # rows measured after them (6144x4096 at M = 4 after the M = 2 emulation: 16.0 us, without it 15.3 us;
+    # bench/results/h100-2026-11-24-streams/).
+    if not args.no_emulation:
+        for preset, name, n, k in shapes:
+            l0 = random_layer(n, k, seed=0)  # inv_layers[0] of the shape
+            w_scales = l0.weight_scale.view(torch.uint8)
+
+            def emulate(a):
+                w = (dequantize_weight_blocks(l0.weight, w_scales) * l0.weight_scale_2).to(torch.bfloat16)
+                return torch.nn.functional.linear(a, w, l0.bias)
+
+            for m in ms:
+                x = random_rows(m, k, seed=m)
+                t = loop_time_us(lambda: emulate(x), iters=args.emulation_iters)
+                results.append(result_row(preset, name, n, k, m, "emulation", "peer", t, 1, args.emulation_iters, "",
+                                          True, read_bytes_per_us))
+                progress.write(f"{preset:13s} {name:14s} N={n:6d} K={k:6d} M={m:5d}  emulation {t:.1f}  (us)")
+                progress.step(f"{name} M={m} emulation")
+            del l0
+            torch.cuda.empty_cache()
     progress.close()
 
     props = torch.cuda.get_device_properties(0)
@@ -338,8 +362,9 @@ def measure(args) -> dict:
         "read_bandwidth_TBps": round(read_bytes_per_us / 1e6, 3), "flush_bytes": flush, "calls": calls_arg,
         "replays": args.replays, "spin_us": SPIN_US, "warm_ms": WARM_MS, "warm_first_ms": WARM_FIRST_MS,
         "method": "CUDA-graph replay of back-to-back calls cycling weight copies (>= flush_bytes in all, at most 64 "
-                  "copies), a busy-wait kernel before the start event, after warm_ms of untimed replays (warm_first_ms for a shape's first measurement), best of the replays once `replays` in a row gave no new best (0.5%); emulation timed as eager "
-                  "back-to-back calls",
+                  "copies), a busy-wait kernel before the start event, after warm_ms of untimed replays (warm_first_ms for a shape's first measurement), best of the replays once `replays` in a row gave no new best (0.5%), "
+                  "setup, capture and replays on one stream; emulation timed as eager back-to-back calls, in a last "
+                  "pass after every other series",
         "triton_peer": {"config": TRITON_CONFIG, "skipped": triton_why} if triton_why else {"config": TRITON_CONFIG},
         "invariance_failures": failures,
         "results": results,
