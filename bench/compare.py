@@ -3,6 +3,7 @@
     python bench/compare.py [--preset llama-3.1-8b,...|all] [--shape NxK,...] [--m 1,16,256] [--quick] [--out DIR]
     python bench/compare.py --plot-only results.json [--out DIR]      # PNGs from an existing JSON (no GPU needed)
     python bench/compare.py --agreement cpp.json py.json              # C++ (nvfp4_bench) vs Python timings
+    python bench/compare.py --agreement c1.json,c2.json p1.json,p2.json   # the same, best of repeated runs per row
 
 Series (per shape and M; "<fam>" is sm90, sm100 or sm120, whichever serves the GPU):
   <fam>_invariant, <fam>_fast            the GEMM alone (nvfp4.ops.mm_<fam>_impl) on activations quantized once
@@ -515,15 +516,45 @@ def print_summary(report: dict) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # C++ vs Python agreement
 # ---------------------------------------------------------------------------------------------------------------
-def agreement(cpp_path: str, py_path: str, tolerance: float = AGREEMENT_TOLERANCE) -> int:
-    cpp = json.loads(Path(cpp_path).read_text())
-    py = json.loads(Path(py_path).read_text())
-    py_idx = {(r["N"], r["K"], r["M"], r["series"]): r for r in py["results"]}
-    print(f"C++ {cpp.get('tool')} ({cpp_path}) vs Python {py.get('tool')} ({py_path}); tolerance {tolerance:.0%}")
+def _best_of_runs(paths: list[str]) -> tuple[dict, dict]:
+    """The first report, and per (N, K, M, series) the row with the smallest time over all the reports."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    best: dict = {}
+    for rep in reports:
+        for r in rep["results"]:
+            key = (r["N"], r["K"], r["M"], r["series"])
+            if key not in best or r["us"] < best[key]["us"]:
+                best[key] = r
+    return reports[0], best
+
+
+def _run_to_run(paths: list[str], tolerance: float) -> None:
+    """How far one harness's GEMM rows moved between its own runs (the noise the agreement cannot beat)."""
+    runs = [{(r["N"], r["K"], r["M"], r["series"]): r for r in json.loads(Path(p).read_text())["results"]}
+            for p in paths]
+    diffs = [(other[key]["us"] - r["us"]) / r["us"] for other in runs[1:] for key, r in runs[0].items()
+             if r["kind"] == "gemm" and key in other]
+    if diffs:
+        print(f"  run to run ({len(paths)} runs): {sum(abs(d) > tolerance for d in diffs)}/{len(diffs)} GEMM rows "
+              f"moved more than {tolerance:.0%} (worst {100 * max(diffs, key=abs):+.2f}%)")
+
+
+def agreement(cpp_paths: str, py_paths: str, tolerance: float = AGREEMENT_TOLERANCE) -> int:
+    """C++ vs Python timings of the same series. Each argument is one JSON or a comma list of JSONs from repeated
+    runs of that harness; a row's time is then its best over the runs, as a run's time is its best over replays."""
+    cpp_list, py_list = cpp_paths.split(","), py_paths.split(",")
+    cpp, cpp_best = _best_of_runs(cpp_list)
+    py, py_idx = _best_of_runs(py_list)
+    print(f"C++ {cpp.get('tool')} ({', '.join(cpp_list)}) vs Python {py.get('tool')} ({', '.join(py_list)}); "
+          f"tolerance {tolerance:.0%}" + ("; best of the runs per row" if len(cpp_list) + len(py_list) > 2 else ""))
+    for name, paths in (("C++", cpp_list), ("Python", py_list)):
+        if len(paths) > 1:
+            print(name)
+            _run_to_run(paths, tolerance)
     print(f"{'series':26s} {'N':>6s} {'K':>6s} {'M':>5s} {'C++ us':>10s} {'Python us':>10s} {'diff':>8s}  within")
     stats: dict[str, list[float]] = defaultdict(list)
-    for r in cpp["results"]:
-        p = py_idx.get((r["N"], r["K"], r["M"], r["series"]))
+    for key, r in cpp_best.items():
+        p = py_idx.get(key)
         if p is None:
             continue
         diff = (p["us"] - r["us"]) / r["us"]
@@ -569,7 +600,8 @@ def main() -> None:
     parser.add_argument("--plot-only", metavar="JSON", help="make the PNGs from an existing JSON and exit")
     parser.add_argument("--agreement", nargs=2, metavar=("CPP_JSON", "PY_JSON"),
                         help="compare nvfp4_bench and compare.py timings of the same series; exit 1 if a GEMM row "
-                             "differs by more than 5%%")
+                             "differs by more than 5%%; either side may be a comma list of JSONs from repeated runs "
+                             "(best of the runs per row)")
     args = parser.parse_args()
     out_dir = Path(args.out)
 
