@@ -173,6 +173,11 @@ def select_shapes(args) -> list[tuple[str, str, int, int]]:
     return shapes
 
 
+def row_label(preset: str, name: str, n: int, k: int, m: int) -> str:
+    """The start of a printed result line: preset, shape name, N, K, M."""
+    return f"{preset:13s} {name:14s} N={n:6d} K={k:6d} M={m:5d}"
+
+
 def result_row(preset: str, name: str, n: int, k: int, m: int, series: str, kind: str, us: float, copies: int,
                calls: int, invariance: str, nvfp4_weights: bool, read_bytes_per_us: float) -> dict:
     """One result of the JSON: time, TFLOP/s, weight-read rate and fraction of the read-bandwidth floor."""
@@ -314,7 +319,7 @@ def measure(args) -> dict:
 
             inv_us = line.get(f"{fam}_invariant") or line.get(f"{fam}_invariant_layer")
             summary = " ".join(f"{s} {us:.1f}" for s, us in line.items())
-            progress.write(f"{preset:13s} {name:14s} N={n:6d} K={k:6d} M={m:5d}  {summary}  (us)"
+            progress.write(f"{row_label(preset, name, n, k, m)}  {summary}  (us)"
                            + (f"  inv {flops / inv_us / 1e6:.1f} TF/s" if inv_us else ""))
             progress.step(f"{name} M={m}")
             del x
@@ -338,7 +343,7 @@ def measure(args) -> dict:
                 t = loop_time_us(lambda: emulate(x), iters=args.emulation_iters)
                 results.append(result_row(preset, name, n, k, m, "emulation", "peer", t, 1, args.emulation_iters, "",
                                           True, read_bytes_per_us))
-                progress.write(f"{preset:13s} {name:14s} N={n:6d} K={k:6d} M={m:5d}  emulation {t:.1f}  (us)")
+                progress.write(f"{row_label(preset, name, n, k, m)}  emulation {t:.1f}  (us)")
                 progress.step(f"{name} M={m} emulation")
             del l0
             torch.cuda.empty_cache()
@@ -516,26 +521,28 @@ def print_summary(report: dict) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # C++ vs Python agreement
 # ---------------------------------------------------------------------------------------------------------------
-def _best_of_runs(paths: list[str]) -> tuple[dict, dict]:
-    """The first report, and per (N, K, M, series) the row with the smallest time over all the reports."""
+def _load_runs(paths: list[str]) -> tuple[dict, list[dict]]:
+    """The first report, and per report its results keyed by (N, K, M, series)."""
     reports = [json.loads(Path(p).read_text()) for p in paths]
+    return reports[0], [{(r["N"], r["K"], r["M"], r["series"]): r for r in rep["results"]} for rep in reports]
+
+
+def _best_of_runs(runs: list[dict]) -> dict:
+    """Per key, the row with the smallest time over the runs."""
     best: dict = {}
-    for rep in reports:
-        for r in rep["results"]:
-            key = (r["N"], r["K"], r["M"], r["series"])
+    for run in runs:
+        for key, r in run.items():
             if key not in best or r["us"] < best[key]["us"]:
                 best[key] = r
-    return reports[0], best
+    return best
 
 
-def _run_to_run(paths: list[str], tolerance: float) -> None:
+def _run_to_run(runs: list[dict], tolerance: float) -> None:
     """How far one harness's GEMM rows moved between its own runs (the noise the agreement cannot beat)."""
-    runs = [{(r["N"], r["K"], r["M"], r["series"]): r for r in json.loads(Path(p).read_text())["results"]}
-            for p in paths]
     diffs = [(other[key]["us"] - r["us"]) / r["us"] for other in runs[1:] for key, r in runs[0].items()
              if r["kind"] == "gemm" and key in other]
     if diffs:
-        print(f"  run to run ({len(paths)} runs): {sum(abs(d) > tolerance for d in diffs)}/{len(diffs)} GEMM rows "
+        print(f"  run to run ({len(runs)} runs): {sum(abs(d) > tolerance for d in diffs)}/{len(diffs)} GEMM rows "
               f"moved more than {tolerance:.0%} (worst {100 * max(diffs, key=abs):+.2f}%)")
 
 
@@ -543,14 +550,14 @@ def agreement(cpp_paths: str, py_paths: str, tolerance: float = AGREEMENT_TOLERA
     """C++ vs Python timings of the same series. Each argument is one JSON or a comma list of JSONs from repeated
     runs of that harness; a row's time is then its best over the runs, as a run's time is its best over replays."""
     cpp_list, py_list = cpp_paths.split(","), py_paths.split(",")
-    cpp, cpp_best = _best_of_runs(cpp_list)
-    py, py_idx = _best_of_runs(py_list)
+    (cpp, cpp_runs), (py, py_runs) = _load_runs(cpp_list), _load_runs(py_list)
+    cpp_best, py_idx = _best_of_runs(cpp_runs), _best_of_runs(py_runs)
     print(f"C++ {cpp.get('tool')} ({', '.join(cpp_list)}) vs Python {py.get('tool')} ({', '.join(py_list)}); "
           f"tolerance {tolerance:.0%}" + ("; best of the runs per row" if len(cpp_list) + len(py_list) > 2 else ""))
-    for name, paths in (("C++", cpp_list), ("Python", py_list)):
-        if len(paths) > 1:
+    for name, runs in (("C++", cpp_runs), ("Python", py_runs)):
+        if len(runs) > 1:
             print(name)
-            _run_to_run(paths, tolerance)
+            _run_to_run(runs, tolerance)
     print(f"{'series':26s} {'N':>6s} {'K':>6s} {'M':>5s} {'C++ us':>10s} {'Python us':>10s} {'diff':>8s}  within")
     stats: dict[str, list[float]] = defaultdict(list)
     for key, r in cpp_best.items():
