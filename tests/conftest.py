@@ -1,8 +1,9 @@
-"""Shared test helpers: wide-spread random data, GPU skipping, and strict mode for CI's host tools."""
+"""Shared test helpers: wide-spread random data, GPU skipping, strict mode for CI's host tools, fixture paths."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,15 @@ def skip_or_fail(reason: str) -> None:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# modelopt-nvfp4 is also the CPU demo checkpoint of `python -m nvfp4 demo`, so its one copy ships in the package.
+PACKAGE_FIXTURES = Path(__file__).resolve().parents[1] / "python" / "nvfp4" / "_fixtures"
+
+
+def fixture_dir(name: str) -> Path:
+    """The folder of the fixture checkpoint `name`: tests/fixtures/, or python/nvfp4/_fixtures/ for modelopt-nvfp4."""
+    return (PACKAGE_FIXTURES if name == "modelopt-nvfp4" else FIXTURES) / name
 
 
 def wide_spread(rows: int, cols: int, *, seed: int, dtype: torch.dtype = torch.bfloat16, device="cpu") -> torch.Tensor:

@@ -17,6 +17,7 @@ from nvfp4.convert import CT_ENCODE_ATTR, matches  # noqa: E402
 from nvfp4.format import e2m1_values, unpack_e2m1  # noqa: E402
 from nvfp4.loading import read_tensors  # noqa: E402
 from nvfp4.recipes import decode_scale_for_encode  # noqa: E402
+from conftest import fixture_dir  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CHECKPOINTS = {"modelopt-nvfp4": "static", "ct-nvfp4": "static", "ct-nvfp4a16": "none"}
@@ -24,7 +25,7 @@ CHECKPOINTS = {"modelopt-nvfp4": "static", "ct-nvfp4": "static", "ct-nvfp4a16": 
 
 @pytest.fixture(scope="module")
 def loaded():
-    return {name: nvfp4.from_pretrained(FIXTURES / name) for name in CHECKPOINTS}
+    return {name: nvfp4.from_pretrained(fixture_dir(name)) for name in CHECKPOINTS}
 
 
 def _layers(model):
@@ -45,7 +46,7 @@ def _tool_dequant(fmt: str, t: dict, name: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", list(CHECKPOINTS))
 def test_layers_hold_the_checkpoint_bytes_and_decode_scales(loaded, name):
-    model, t = loaded[name], read_tensors(FIXTURES / name)
+    model, t = loaded[name], read_tensors(fixture_dir(name))
     layers = _layers(model)
     assert len(layers) == 14 and not any(isinstance(m, torch.nn.Linear) and n != "lm_head" for n, m in model.named_modules() if n in layers)
     ct = name.startswith("ct")
@@ -73,7 +74,7 @@ def test_layers_dequantize_to_the_tools_dequantization(loaded, name):
     """The layer's weight (e2m1 * block scale * decode global scale, nvfp4.dequantize) equals the tool's formula
     on the checkpoint tensors, in the model dtype; in fp32 they agree to one rounding (the tools multiply, resp.
     divide, block scale and global scale first)."""
-    model, t = loaded[name], read_tensors(FIXTURES / name)
+    model, t = loaded[name], read_tensors(fixture_dir(name))
     fmt = "compressed-tensors" if name.startswith("ct") else "modelopt"
     for n, layer in _layers(model).items():
         ours = nvfp4.dequantize(nvfp4.NvFp4Tensor(layer.weight, layer.weight_scale, layer.weight_scale_2), torch.float32)
@@ -139,7 +140,7 @@ def test_logits_close_to_bf16_with_natural_weights(kwargs, floor):
 
 def _copy(tmp_path, name):
     dst = tmp_path / name
-    shutil.copytree(FIXTURES / name, dst)
+    shutil.copytree(fixture_dir(name), dst)
     return dst
 
 

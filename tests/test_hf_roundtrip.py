@@ -13,6 +13,7 @@ pytest.importorskip("safetensors")
 
 import nvfp4  # noqa: E402
 from nvfp4.loading import read_tensors  # noqa: E402
+from conftest import fixture_dir  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FORMATS = {"modelopt": "modelopt-nvfp4", "compressed-tensors": "ct-nvfp4"}
@@ -37,7 +38,7 @@ def test_quantize_model_reproduces_the_tools_weight_bytes(tmp_path, fmt):
     the real tool wrote for the same bf16 model (the fixtures)."""
     model = nvfp4.quantize_model(_bf16(), weight_only=True, recipe=fmt)
     nvfp4.save_pretrained(model, tmp_path, format=fmt)
-    ours, tool = read_tensors(tmp_path), read_tensors(FIXTURES / FORMATS[fmt])
+    ours, tool = read_tensors(tmp_path), read_tensors(fixture_dir(FORMATS[fmt]))
     act_keys = {k for k in tool if k.endswith(("input_scale", "input_global_scale"))}
     assert set(ours) == set(tool) - act_keys
     for k in ours:
@@ -49,7 +50,7 @@ def test_quantize_model_reproduces_the_tools_weight_bytes(tmp_path, fmt):
 def test_round_trip_identical_buffers(tmp_path, fmt):
     model = nvfp4.quantize_model(_bf16(), calibration=_calibration(), recipe=fmt)
     nvfp4.save_pretrained(model, tmp_path, format=fmt)
-    tool = read_tensors(FIXTURES / FORMATS[fmt])
+    tool = read_tensors(fixture_dir(FORMATS[fmt]))
     ours = read_tensors(tmp_path)
     assert set(ours) == set(tool)  # names as the tool writes them, activation scales included
     assert all(ours[k].dtype == tool[k].dtype and ours[k].shape == tool[k].shape for k in ours)
@@ -77,10 +78,10 @@ def test_saved_configs_match_the_tools(tmp_path):
     assert ours == tool
     nvfp4.save_pretrained(model, tmp_path / "mo", format="modelopt")
     ours = json.loads((tmp_path / "mo" / "hf_quant_config.json").read_text())
-    tool = json.loads((FIXTURES / "modelopt-nvfp4" / "hf_quant_config.json").read_text())
+    tool = json.loads((fixture_dir("modelopt-nvfp4") / "hf_quant_config.json").read_text())
     assert ours["quantization"] == tool["quantization"]
     cfg = json.loads((tmp_path / "mo" / "config.json").read_text())["quantization_config"]
-    ref = json.loads((FIXTURES / "modelopt-nvfp4" / "config.json").read_text())["quantization_config"]
+    ref = json.loads((fixture_dir("modelopt-nvfp4") / "config.json").read_text())["quantization_config"]
     assert {k: v for k, v in cfg.items() if k != "producer"} == {k: v for k, v in ref.items() if k != "producer"}
 
 
@@ -120,7 +121,7 @@ def test_compiled_model_no_graph_breaks_and_bitwise_equal_to_eager():
     import torch._inductor.config as inductor_config
 
     torch._dynamo.reset()
-    model = nvfp4.from_pretrained(FIXTURES / "modelopt-nvfp4", batch_invariant=True)
+    model = nvfp4.from_pretrained(fixture_dir("modelopt-nvfp4"), batch_invariant=True)
     ids = torch.randint(4, 29, (3, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         eager = model(ids, use_cache=False).logits
@@ -140,7 +141,7 @@ def test_compiled_model_no_graph_breaks_and_bitwise_equal_to_eager():
 def test_cuda_graph_and_compile_bitwise_equal_to_eager_gpu(name):
     from nvfp4.cli import bundled_model
 
-    path = bundled_model(torch.device("cuda")) if name == "wide" else FIXTURES / name
+    path = bundled_model(torch.device("cuda")) if name == "wide" else fixture_dir(name)
     model = nvfp4.from_pretrained(path, batch_invariant=True, device="cuda")
     ids = torch.randint(4, 29, (3, 16), generator=torch.Generator().manual_seed(0)).cuda()
     with torch.no_grad():

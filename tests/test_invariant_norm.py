@@ -24,6 +24,7 @@ from nvfp4.invariant_norm import (
     LLAMA_RMS_NORM_CLASSES, MAX_HIDDEN, InvariantRMSNorm, install_invariant_rms_norms, rms_norm_invariant,
     rms_norm_invariant_impl, rms_norm_reference, sqrt_rn,
 )
+from conftest import fixture_dir
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HIDDEN = [1, 7, 128, 3000, 4096, 5120]
@@ -331,7 +332,7 @@ def _classes(model) -> dict[str, str]:
 def test_from_pretrained_installs_invariant_norms():
     pytest.importorskip("transformers")
     pytest.importorskip("safetensors")
-    path = FIXTURES / "modelopt-nvfp4"
+    path = fixture_dir("modelopt-nvfp4")
     plain = nvfp4.from_pretrained(path, batch_invariant=False)
     inv = nvfp4.from_pretrained(path, batch_invariant=True)
     norms = [n for n, c in _classes(plain).items() if c == "LlamaRMSNorm"]

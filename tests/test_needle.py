@@ -17,6 +17,7 @@ pytest.importorskip("safetensors")
 
 import nvfp4  # noqa: E402
 from nvfp4.cli import bundled_model, identical, needle_run  # noqa: E402
+from conftest import fixture_dir  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -28,14 +29,14 @@ def _sizes(seed, count):
 
 @pytest.mark.parametrize("name", ["modelopt-nvfp4", "ct-nvfp4", "ct-nvfp4a16"])
 def test_needle_logits_cpu(name):
-    model = nvfp4.from_pretrained(FIXTURES / name, batch_invariant=True)
+    model = nvfp4.from_pretrained(fixture_dir(name), batch_invariant=True)
     rows = needle_run(model, sizes=_sizes(1, 3), seed=11, new_tokens=0)
     bad = [r for r in rows if not r["logits_equal"]]
     assert not bad, bad
 
 
 def test_needle_greedy_32_tokens_cpu():
-    model = nvfp4.from_pretrained(FIXTURES / "modelopt-nvfp4", batch_invariant=True)
+    model = nvfp4.from_pretrained(fixture_dir("modelopt-nvfp4"), batch_invariant=True)
     rows = needle_run(model, sizes=[1, 5, 16], seed=7, new_tokens=32)
     bad = [r for r in rows if not identical(r)]
     assert not bad, bad
@@ -68,7 +69,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @needs_cuda
 @pytest.mark.parametrize("name", ["modelopt-nvfp4", "ct-nvfp4", "ct-nvfp4a16", "wide"])
 def test_needle_gpu(name):
-    path = bundled_model(torch.device("cuda")) if name == "wide" else FIXTURES / name
+    path = bundled_model(torch.device("cuda")) if name == "wide" else fixture_dir(name)
     model = nvfp4.from_pretrained(path, batch_invariant=True, device="cuda")
     rows = needle_run(model, sizes=_sizes(3, 10), seed=13, new_tokens=32)
     bad = [r for r in rows if not identical(r)]
@@ -90,9 +91,9 @@ def test_needle_gpu_long_context(invariant):
 
 
 def test_invariant_attention_is_installed_and_matches_sdpa_cpu():
-    model = nvfp4.from_pretrained(FIXTURES / "modelopt-nvfp4", batch_invariant=True)
+    model = nvfp4.from_pretrained(fixture_dir("modelopt-nvfp4"), batch_invariant=True)
     assert model.config._attn_implementation == "nvfp4_invariant_sdpa"
-    assert nvfp4.from_pretrained(FIXTURES / "modelopt-nvfp4").config._attn_implementation == "sdpa"
+    assert nvfp4.from_pretrained(fixture_dir("modelopt-nvfp4")).config._attn_implementation == "sdpa"
     ids = torch.randint(4, 29, (3, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # one sequence at a time computes what batched SDPA computes here (CPU, short prompts)
         per_sequence = model(ids).logits

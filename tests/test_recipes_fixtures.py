@@ -24,6 +24,7 @@ from nvfp4.recipes import (
     quantize_compressed_tensors,
     quantize_modelopt,
 )
+from conftest import fixture_dir
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SOURCE = FIXTURES / "tiny-llama-bf16"
@@ -104,7 +105,7 @@ def _quantized_modules(ckpt: dict[str, torch.Tensor], packed_suffix: str) -> lis
 def test_recipe_bytes_equal_tool_bytes(name: str, record_property):
     recipe, packed_suffix, gs_suffix = CHECKPOINTS[name]
     source = _source_weights()
-    ckpt = load_safetensors(FIXTURES / name / "model.safetensors")
+    ckpt = load_safetensors(fixture_dir(name) / "model.safetensors")
     modules = _quantized_modules(ckpt, packed_suffix)
     assert len(modules) == N_LINEARS, f"{name}: expected {N_LINEARS} quantized Linears, found {modules}"
 
@@ -152,7 +153,7 @@ def test_recipe_bytes_equal_tool_bytes(name: str, record_property):
 def test_fused_shards_share_global_scale():
     """Both tools give q/k/v and gate/up one global scale (the premise of _group_amax)."""
     for name, (_, _, gs_suffix) in CHECKPOINTS.items():
-        ckpt = load_safetensors(FIXTURES / name / "model.safetensors")
+        ckpt = load_safetensors(fixture_dir(name) / "model.safetensors")
         for layer in range(2):
             for group, parent in ((FUSED[0], "self_attn"), (FUSED[1], "mlp")):
                 vals = {ckpt[f"model.layers.{layer}.{parent}.{m}.{gs_suffix}"].item() for m in group}
