@@ -5,7 +5,7 @@
 Timing: each measurement captures a CUDA graph of `--calls` back-to-back calls that cycle through enough weight
 copies to exceed the L2 cache several times, replays it, and divides (per-call CUDA events would add ~30 us on the
 lent machine). Invariance is checked as it goes: probed rows of each invariant M-row result must equal the same
-rows computed alone. Writes bench/results/<gpu>-<date>.json.
+rows computed alone. Writes <out>/<gpu>-<date>.json (default out: bench/results).
 """
 
 from __future__ import annotations

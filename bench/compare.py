@@ -326,9 +326,8 @@ def measure(args) -> dict:
         del inv_layers, fast_layers, w_bf16, w_bf16_0
         torch.cuda.empty_cache()
 
-    # The emulation peer last, in a pass of its own: its eager, allocation-heavy calls slowed the graph-timed GEMM
-    # rows measured after them (6144x4096 at M = 4 after the M = 2 emulation: 16.0 us, without it 15.3 us;
-    # bench/results/h100-2026-11-24-streams/).
+    # The emulation peer last, in a pass of its own: its eager, allocation-heavy calls slow the graph-timed GEMM
+    # rows measured after them (6144x4096 at M = 4 after the M = 2 emulation: 16.0 us, without it 15.3 us).
     if not args.no_emulation:
         for preset, name, n, k in shapes:
             l0 = random_layer(n, k, seed=0)  # inv_layers[0] of the shape

@@ -2,36 +2,35 @@
 
 The method is the one nvfp4_bench (bench/cpp/nvfp4_bench.cu) uses, so the C++ and Python harnesses time the same
 kernels the same way: one CUDA graph of `calls` back-to-back calls cycling over weight copies whose total size
-exceeds L2 several times, replayed `replays` times, best per-call time kept.
+exceeds L2 several times, replayed `replays` times, best per-call time kept. docs/benchmarks.md ("Findings behind the
+current design") has the H100 measurements behind each rule below.
 
 Before each timed replay a busy-wait kernel (SPIN_US long) is queued in front of the start event. Why: without it
 the start event runs on an idle GPU as soon as it is queued, and the time the CPU then takes to submit the graph
 (a few us in C++, 10-20 us through torch's CUDAGraph.replay) is counted as GPU time -- about 1 us per call at 20
-calls, which made the two harnesses disagree by 5-12% on 10-20 us kernels (bench/results/h100-2026-11-24/).
-With the GPU busy until the graph is queued, the events bracket the graph's execution only.
+calls, enough to make the two harnesses disagree by 5-12% on 10-20 us kernels. With the GPU busy until the graph is
+queued, the events bracket the graph's execution only.
 
 Before the timed replays the graph is replayed for WARM_MS of GPU time: after the host-side work between two
 measurements (building inputs, capturing) the GPU has idled and its clocks are not yet back up; a 10-calls graph of a
 10 us kernel lasts 0.1 ms, far less than the clocks take to ramp. nvfp4_bench does the same.
 
 The first measurement after a shape's setup (new weight buffers, after seconds of prefill-sized work on the previous
-shape) warms up for WARM_FIRST_MS instead (call new_shape() after the setup). Why: in that state the GPU ran the same
-kernel 2-14% slower for longer than 30 ms of replays, so one harness's first row of a shape came out slow: 28672x4096
-at M = 1, 55.2 vs 48.3 us for the same kernel measured twice (nvfp4_bench at 530b791); with 300 ms of warm-up, 48.1 vs
-47.9 us (bench/results/h100-2026-11-24-llama-7551587/warmup/).
+shape) warms up for WARM_FIRST_MS instead (call new_shape() after the setup). Why: in that state the GPU runs the same
+kernel 2-14% slower for longer than 30 ms of replays, so a shape's first row comes out slow (28672x4096 at M = 1:
+55.2 vs 48.3 us for the same kernel measured twice; with 300 ms of warm-up, 48.1 vs 47.9 us).
 
 The timed replays then go on until the best time has settled: `replays` replays in a row that do not lower it by more
-than SETTLE (a fraction), at most MAX_REPLAYS, so a best is not taken while the time is still falling. It was added
-against the same slow first row (8192x28672 at M = 1, 100.9 vs 87.8 us for the same kernel measured twice,
-bench/results/h100-2026-11-24-llama-c3f6c05/agreement.txt) but did not remove it on its own (still 2-14% at 530b791);
-the longer first warm-up above did.
+than SETTLE (a fraction), at most MAX_REPLAYS, so a best is not taken while the time is still falling. On its own it
+does not fix the slow first row of a shape (8192x28672 at M = 1: 100.9 vs 87.8 us for the same kernel measured
+twice); the longer first warm-up above does.
 
 Everything runs on one stream, timing_stream(): the harness's setup (run it under `with on_timing_stream():`), the
 eager warm-up calls, the capture, the replays, the busy-wait and the events -- as nvfp4_bench does with its one
 Timer stream. Why: the H100's gap between two dependent kernels of a replayed graph depends on which streams the
 process has used. With the graph captured on a fresh pool stream per measurement and replayed on the default stream,
-4096x4096 at M = 1 (two kernels per call) took 10.55 us per call; with setup, capture and replay on one side stream,
-9.84 us, against nvfp4_bench's 9.6 us (bench/results/h100-2026-11-24-streams/).
+4096x4096 at M = 1 (two kernels per call) takes 10.55 us per call; with setup, capture and replay on one side stream,
+9.84 us, against nvfp4_bench's 9.6 us.
 """
 
 from __future__ import annotations

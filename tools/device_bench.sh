@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks on the GPU machine (issue 6): builds nvfp4 for sm_90a, builds nvfp4_bench (bench/, standalone CMake) against
+# Benchmarks on the GPU machine: builds nvfp4 for sm_90a, builds nvfp4_bench (bench/, standalone CMake) against
 # the very libnvfp4_kernels.so the Python package loads, runs nvfp4_bench and bench/compare.py on the same grid (the
 # llama-3.1-8b and llama-3.1-70b presets, M = 1..8192), writes JSON/CSV/logs to $OUT and prints the agreement table
 # between the C++ and Python timings of the same kernels (5% tolerance).
