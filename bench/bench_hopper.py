@@ -24,6 +24,7 @@ from gpu_data import random_layer, random_rows  # noqa: E402
 
 import nvfp4  # noqa: E402
 from nvfp4 import ops  # noqa: E402
+from nvfp4.backends.sm90 import mm_sm90_impl  # noqa: E402
 from nvfp4.reference import dequantize_weight_blocks  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,7 +66,7 @@ def bench_shape(n: int, k: int, m_values, calls: int, with_emulation: bool) -> l
         # the GEMM alone, on activations quantized once (separates the quantizer's share of the layer time)
         act, alpha = ops.quantize_activations_dequant_impl(x, None, inv_layers[0].weight_scale_2.reshape(1))
         t_gemm = graph_time_us(
-            lambda i: (lambda: ops.mm_sm90_impl(act, inv_layers[i].weight, inv_layers[i].weight_scale_swizzled, alpha,
+            lambda i: (lambda: mm_sm90_impl(act, inv_layers[i].weight, inv_layers[i].weight_scale, alpha,
                                                 inv_layers[i].bias, torch.bfloat16, True)), copies, calls)
         t_fast = graph_time_us(lambda i: (lambda: fast_layers[i](x)), copies, calls)
         t_cublas = graph_time_us(lambda i: (lambda: x @ bf16_weights[i].t()), bf16_copies, calls)
@@ -81,8 +82,9 @@ def bench_shape(n: int, k: int, m_values, calls: int, with_emulation: bool) -> l
         }
         if with_emulation and (m <= 16 or m == max(m_values)):
             layer = inv_layers[0]
-            ws = layer.weight_scale.view(torch.uint8)
-            t_emu = loop_time_us(lambda: emulation(x, layer.weight, ws, layer.weight_scale_2, layer.bias))
+            w_packed, ws = layer.modelopt_weights()  # the checkpoint layout the emulation reads
+            ws = ws.view(torch.uint8)
+            t_emu = loop_time_us(lambda: emulation(x, w_packed, ws, layer.weight_scale_2, layer.bias))
             row["emulation_us"] = round(t_emu, 1)
             row["speedup_vs_emulation"] = round(t_emu / t_inv, 1)
         rows.append(row)

@@ -203,19 +203,22 @@ def measure(args) -> dict:
     from gpu_data import random_layer, random_rows
 
     import nvfp4
-    from nvfp4 import _lib, ops
+    from nvfp4 import _lib, backends, ops
+    from nvfp4.backends.blackwell import mm_sm100_impl, mm_sm120_impl
+    from nvfp4.backends.sm90 import mm_sm90_impl
     from nvfp4.reference import dequantize_weight_blocks
 
     major, minor = torch.cuda.get_device_capability()
     sm = major * 10 + minor
     archs = tuple(_lib.compiled_archs()) if _lib.load() is not None else ()
-    fam = {90: "sm90", 100: "sm100", 120: "sm120"}.get(sm)
-    if fam is None or sm not in archs:
+    served = backends.for_capability((major, minor))
+    fam = served.name if served is not None else None
+    if fam is None or fam not in backends.compiled_backends():
         print(f"compare.py: no GEMM of the library serves {torch.cuda.get_device_name()} (sm_{sm}); library archs "
               f"{archs or 'none'}", file=sys.stderr)
         raise SystemExit(3)
     if fam == "sm90" and args.sm90_split_reduce != "auto":
-        from nvfp4.sm90_plan import set_split_reduce
+        from nvfp4.backends.sm90 import set_split_reduce
 
         set_split_reduce(args.sm90_split_reduce)
     shapes = select_shapes(args)
@@ -246,8 +249,8 @@ def measure(args) -> dict:
             fast.batch_invariant = False
             fast_layers.append(fast)
         l0 = inv_layers[0]
-        ws_u8 = l0.weight_scale.view(torch.uint8)
-        w_bf16_0 = (dequantize_weight_blocks(l0.weight, ws_u8) * l0.weight_scale_2).to(torch.bfloat16)
+        w0, ws0 = l0.modelopt_weights()
+        w_bf16_0 = (dequantize_weight_blocks(w0, ws0.view(torch.uint8)) * l0.weight_scale_2).to(torch.bfloat16)
         bf16_copies = copies_for(n * k * 2, flush, COPY_CAP)
         w_bf16 = [w_bf16_0] + [w_bf16_0.clone() for _ in range(bf16_copies - 1)]
         new_shape()
@@ -279,17 +282,16 @@ def measure(args) -> dict:
                 line["quantize_dequant"] = add("quantize_dequant", "quantizer", t, 1, calls_arg)
 
                 def gemm(L, inv, a=act, al=alpha):
-                    return ops.mm_sm90_impl(a, L.weight, L.weight_scale_swizzled, al, L.bias, torch.bfloat16, inv)
+                    return mm_sm90_impl(a, L.weight, L.weight_scale, al, L.bias, torch.bfloat16, inv)
             elif k % 32 == 0 and n % 8 == 0:
-                impl = ops.mm_sm100_impl if fam == "sm100" else ops.mm_sm120_impl
+                impl = mm_sm100_impl if fam == "sm100" else mm_sm120_impl
                 packed, scales, alpha = ops.quantize_activations_nvfp4_impl(x, None, l0.weight_scale_2.reshape(1))
                 t = graph_time_us(lambda i: (lambda: ops.quantize_activations_nvfp4_impl(
                     x, None, l0.weight_scale_2.reshape(1))), 1, calls_arg, args.replays)
                 line["quantize_nvfp4"] = add("quantize_nvfp4", "quantizer", t, 1, calls_arg)
 
                 def gemm(L, inv, a=(packed, scales), al=alpha):
-                    w = L.weight if L.weight_blackwell is None else L.weight_blackwell
-                    return impl(a[0], a[1], w, L.weight_scale_swizzled, al, L.bias, torch.bfloat16, inv)
+                    return impl(a[0], a[1], L.weight, L.weight_scale, al, L.bias, torch.bfloat16, inv)
             else:
                 gemm = None
             for inv, mode in ((True, "invariant"), (False, "fast")):
@@ -331,10 +333,11 @@ def measure(args) -> dict:
     if not args.no_emulation:
         for preset, name, n, k in shapes:
             l0 = random_layer(n, k, seed=0)  # inv_layers[0] of the shape
-            w_scales = l0.weight_scale.view(torch.uint8)
+            w_packed, w_scales = l0.modelopt_weights()  # the checkpoint layout the emulation reads
+            w_scales = w_scales.view(torch.uint8)
 
             def emulate(a):
-                w = (dequantize_weight_blocks(l0.weight, w_scales) * l0.weight_scale_2).to(torch.bfloat16)
+                w = (dequantize_weight_blocks(w_packed, w_scales) * l0.weight_scale_2).to(torch.bfloat16)
                 return torch.nn.functional.linear(a, w, l0.bias)
 
             for m in ms:

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from nvfp4 import NvFp4Linear
+from nvfp4 import NvFp4Linear, NvFp4Tensor
 
 
 def random_layer(n: int, k: int, *, seed: int, batch_invariant: bool = True, activation: str = "per-token",
                  bias: bool = True, dtype: torch.dtype = torch.bfloat16) -> NvFp4Linear:
     """An NvFp4Linear with random codes and block scales spanning 2^-9..2^8 (wide spread), on cuda."""
     g = torch.Generator(device="cuda").manual_seed(seed)
-    layer = NvFp4Linear(k, n, bias=bias, batch_invariant=batch_invariant, activation=activation, device="cuda", dtype=dtype)
-    with torch.no_grad():
-        layer.weight.copy_(torch.randint(0, 256, (n, k // 2), generator=g, device="cuda", dtype=torch.uint8))
-        exps = torch.randint(-9, 9, (n, k // 16), generator=g, device="cuda").float()
-        layer.weight_scale.copy_(torch.exp2(exps).to(torch.float8_e4m3fn))
-        layer.weight_scale_2.fill_(0.75)
-        if layer.input_scale is not None:
-            layer.input_scale.fill_(0.01)
-        if bias:
-            layer.bias.copy_(torch.randn(n, generator=g, device="cuda").to(dtype))
-    layer._refresh_derived()
-    return layer
+    data = torch.randint(0, 256, (n, k // 2), generator=g, device="cuda", dtype=torch.uint8)
+    exps = torch.randint(-9, 9, (n, k // 16), generator=g, device="cuda").float()
+    q = NvFp4Tensor(data, torch.exp2(exps).to(torch.float8_e4m3fn), torch.tensor(0.75, device="cuda"))
+    b = torch.randn(n, generator=g, device="cuda").to(dtype) if bias else None
+    return NvFp4Linear.from_quantized(q, bias=b, input_scale=0.01 if activation == "static" else None,
+                                      activation=activation, batch_invariant=batch_invariant, dtype=dtype)
 
 
 def random_rows(m: int, k: int, *, seed: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:

@@ -4,7 +4,7 @@ import torch
 
 from nvfp4.activation import per_token_global_scale, quantize_activations_reference
 from nvfp4.format import e2m1_values, swizzled_scale_offset, unpack_e2m1
-from nvfp4.recipes import quantize_modelopt
+from nvfp4.formats.modelopt import quantize_weight as quantize_modelopt
 from conftest import wide_spread
 
 

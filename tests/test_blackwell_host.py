@@ -25,7 +25,7 @@ import torch
 from conftest import skip_or_fail
 from nvfp4 import _lib
 from nvfp4 import format as fmt
-from nvfp4.dispatch import arch_family, select_backend
+from nvfp4 import backends
 from tools import cuobjdump
 
 EXPECTED_ARCHS = [a for a in os.environ.get("NVFP4_CUDA_ARCHS", "90a;100a;120a").replace(",", ";").split(";") if a]
@@ -260,17 +260,12 @@ ALL_FAMILIES = frozenset({"sm90", "sm100", "sm120"})
 @pytest.mark.parametrize("minor", [0, 1, 3, 9])
 @pytest.mark.parametrize("invariant", [True, False])
 def test_blackwell_families_only_for_blackwell_capabilities(major, minor, invariant):
+    """sm_100a / sm_120a SASS runs on 10.0 / 12.0 alone: every other capability gets no Blackwell backend."""
     try:
-        family = select_backend("cuda", (major, minor), batch_invariant=invariant, gemm_families=ALL_FAMILIES)
-    except Exception:
+        family = backends.select("cuda", (major, minor), batch_invariant=invariant, compiled=ALL_FAMILIES).name
+    except backends.NoKernelError:
         family = None
-    if major == 10:
-        assert family == "sm100"
-    elif major == 12:
-        assert family == "sm120"
-    else:
-        assert family not in ("sm100", "sm120")
-        assert family == arch_family((major, minor))
+    assert family == {(9, 0): "sm90", (10, 0): "sm100", (12, 0): "sm120"}.get((major, minor))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -308,7 +303,6 @@ def _emulated_blackwell_mm(act_packed, act_scales, w_packed, w_scales_swizzled, 
 @pytest.mark.parametrize("n,k", [(64, 128), (12, 48), (20, 1008)])
 @pytest.mark.parametrize("activation", ["per-token", "static"])
 def test_linear_blackwell_branch_plumbing(monkeypatch, family, n, k, activation):
-    from nvfp4 import ops
     from nvfp4.linear import NvFp4Linear
     from conftest import wide_spread
 
@@ -318,12 +312,15 @@ def test_linear_blackwell_branch_plumbing(monkeypatch, family, n, k, activation)
     amax = 100.0 if activation == "static" else None
     ref_layer = NvFp4Linear.from_linear(lin, input_amax=amax, backend="reference")
     layer = NvFp4Linear.from_linear(lin, input_amax=amax, backend="reference")
+    backend = backends.get(family)
+    layer._to_layout(backend)  # what loading onto a CC 10.0 / 12.0 device does
+    w = layer.weight
     if (n % 8, k % 32) == (0, 0):
-        assert layer.weight_blackwell is None
-    else:  # padded once at load time, with zeros
-        w = layer.weight_blackwell
+        assert w.shape == (n, k // 2)
+    else:  # padded when prepared, with zeros
         assert w.shape == (-(-n // 8) * 8, -(-k // 32) * 16)
-        assert torch.equal(w[:n, : k // 2], layer.weight) and not w[n:].any() and not w[:, k // 2:].any()
+    assert torch.equal(w[:n, : k // 2], ref_layer.weight) and not w[n:].any() and not w[:, k // 2:].any()
+    assert torch.equal(layer.weight_scale, fmt.swizzle_scales(ref_layer.weight_scale))
     x = wide_spread(9, k, seed=2)
     want = ref_layer(x)
     calls = []
@@ -332,7 +329,7 @@ def test_linear_blackwell_branch_plumbing(monkeypatch, family, n, k, activation)
         calls.append(args)
         return _emulated_blackwell_mm(*args)
 
-    monkeypatch.setattr(ops, f"mm_{family}_impl", fake)
+    monkeypatch.setattr(backend, "_impl", fake)
     monkeypatch.setattr(NvFp4Linear, "resolved_backend", lambda self, device=None: family)
     got = layer(x)
     assert len(calls) == 1 and got.shape == (9, n)

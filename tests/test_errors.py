@@ -6,6 +6,7 @@ from torch import nn
 
 import nvfp4
 from nvfp4 import NvFp4Linear, ops
+from nvfp4.backends.reference import mm_reference_impl
 from nvfp4.tensor import NvFp4Tensor
 
 
@@ -93,15 +94,15 @@ def test_ops_reject_bad_input():
     ws = torch.zeros(4, 2, dtype=torch.uint8)
     alpha = torch.ones(1)
     with pytest.raises(ValueError, match=r"w_packed must have shape \(4, 16\)"):
-        ops.mm_reference_impl(act, w[:, :8], ws, alpha, None, torch.bfloat16)
+        mm_reference_impl(act, w[:, :8], ws, alpha, None, torch.bfloat16)
     with pytest.raises(ValueError, match=r"w_scale must have shape \(4, 2\)"):
-        ops.mm_reference_impl(act, w, ws[:, :1], alpha, None, torch.bfloat16)
+        mm_reference_impl(act, w, ws[:, :1], alpha, None, torch.bfloat16)
     with pytest.raises(ValueError, match="alpha must hold 1 or M=2 values"):
-        ops.mm_reference_impl(act, w, ws, torch.ones(3), None, torch.bfloat16)
+        mm_reference_impl(act, w, ws, torch.ones(3), None, torch.bfloat16)
     with pytest.raises(TypeError, match="bias must have dtype bfloat16"):
-        ops.mm_reference_impl(act, w, ws, alpha, torch.ones(4), torch.bfloat16)
+        mm_reference_impl(act, w, ws, alpha, torch.ones(4), torch.bfloat16)
     with pytest.raises(TypeError, match="out_dtype must be bfloat16 or float16"):
-        ops.mm_reference_impl(act, w, ws, alpha, None, torch.float32)
+        mm_reference_impl(act, w, ws, alpha, None, torch.float32)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

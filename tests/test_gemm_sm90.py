@@ -9,7 +9,8 @@ import torch
 from nvfp4 import NvFp4Linear
 from nvfp4.activation import quantize_activations_reference
 from nvfp4.reference import dequantize_weight_blocks
-from nvfp4.sm90_plan import forced_split_reduce, sm90_plan
+from nvfp4.backends.sm90 import forced_split_reduce, mm_sm90_impl
+from nvfp4.backends.sm90 import plan as sm90_plan
 from conftest import requires_cuda
 from gpu_data import random_layer, random_rows
 
@@ -151,7 +152,8 @@ def test_accuracy_against_float64_and_every_element_written(n, k, m, out_dtype):
     out = layer(x)
     assert not torch.isnan(out).any(), "an output element was not written"
     _, _, act, s2 = quantize_activations_reference(x, layer.input_scale.reshape(1))
-    w = dequantize_weight_blocks(layer.weight, layer.weight_scale.view(torch.uint8))
+    weight, weight_scale = layer.modelopt_weights()
+    w = dequantize_weight_blocks(weight, weight_scale.view(torch.uint8))
     ref = (act.double() @ w.double().t()) * (s2.double() * layer.weight_scale_2.double()).reshape(-1, 1) + layer.bias.double()
     ref_rounded = ref.to(out_dtype).double()
     rel = ((out.double() - ref_rounded).norm() / ref_rounded.norm()).item()
@@ -191,8 +193,8 @@ def test_gemm_op_rejects_bad_input():
     act = torch.randn(4, 256, device="cuda", dtype=torch.bfloat16)
     alpha = torch.ones(1, device="cuda")
     with pytest.raises(TypeError, match="act must have dtype bfloat16"):
-        ops.mm_sm90_impl(act.half(), layer.weight, layer.weight_scale_swizzled, alpha, None, torch.bfloat16, True)
+        mm_sm90_impl(act.half(), layer.weight, layer.weight_scale, alpha, None, torch.bfloat16, True)
     with pytest.raises(ValueError, match="w_scale must have shape"):
-        ops.mm_sm90_impl(act, layer.weight, layer.weight_scale_swizzled[:100], alpha, None, torch.bfloat16, True)
+        mm_sm90_impl(act, layer.weight, layer.weight_scale[:100], alpha, None, torch.bfloat16, True)
     with pytest.raises(ValueError, match="alpha is on cpu but act is on cuda"):
-        ops.mm_sm90_impl(act, layer.weight, layer.weight_scale_swizzled, alpha.cpu(), None, torch.bfloat16, True)
+        mm_sm90_impl(act, layer.weight, layer.weight_scale, alpha.cpu(), None, torch.bfloat16, True)

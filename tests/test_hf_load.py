@@ -13,10 +13,11 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 import nvfp4  # noqa: E402
-from nvfp4.convert import CT_ENCODE_ATTR, matches  # noqa: E402
+from nvfp4.formats.compressed_tensors import ENCODE_ATTR as CT_ENCODE_ATTR  # noqa: E402
+from nvfp4.module_tree import matches  # noqa: E402
 from nvfp4.format import e2m1_values, unpack_e2m1  # noqa: E402
 from nvfp4.loading import read_tensors  # noqa: E402
-from nvfp4.recipes import decode_scale_for_encode  # noqa: E402
+from nvfp4.formats.compressed_tensors import decode_scale_for_encode  # noqa: E402
 from conftest import fixture_dir  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -52,8 +53,9 @@ def test_layers_hold_the_checkpoint_bytes_and_decode_scales(loaded, name):
     ct = name.startswith("ct")
     for n, layer in layers.items():
         assert layer.activation == CHECKPOINTS[name]
-        assert torch.equal(layer.weight, t[f"{n}.weight_packed" if ct else f"{n}.weight"])
-        assert torch.equal(layer.weight_scale.view(torch.uint8), t[f"{n}.weight_scale"].view(torch.uint8))
+        weight, weight_scale = layer.modelopt_weights()
+        assert torch.equal(weight, t[f"{n}.weight_packed" if ct else f"{n}.weight"])
+        assert torch.equal(weight_scale.view(torch.uint8), t[f"{n}.weight_scale"].view(torch.uint8))
         if ct:  # encode -> decode with the documented reciprocal rule; exact encode kept for saving
             assert torch.equal(layer.weight_scale_2, decode_scale_for_encode(t[f"{n}.weight_global_scale"]))
             assert getattr(layer, CT_ENCODE_ATTR)["weight_global_scale"] == float(t[f"{n}.weight_global_scale"])
@@ -77,7 +79,7 @@ def test_layers_dequantize_to_the_tools_dequantization(loaded, name):
     model, t = loaded[name], read_tensors(fixture_dir(name))
     fmt = "compressed-tensors" if name.startswith("ct") else "modelopt"
     for n, layer in _layers(model).items():
-        ours = nvfp4.dequantize(nvfp4.NvFp4Tensor(layer.weight, layer.weight_scale, layer.weight_scale_2), torch.float32)
+        ours = nvfp4.dequantize(nvfp4.NvFp4Tensor(*layer.modelopt_weights(), layer.weight_scale_2), torch.float32)
         tool = _tool_dequant(fmt, t, n)
         assert torch.equal(ours.to(torch.bfloat16), tool), n
         assert torch.allclose(ours, tool.float(), rtol=2**-8, atol=0)
@@ -88,7 +90,7 @@ def _bf16_logits(ids, dequant_from=None):
     if dequant_from is not None:
         with torch.no_grad():
             for n, layer in _layers(dequant_from).items():
-                w = nvfp4.dequantize(nvfp4.NvFp4Tensor(layer.weight, layer.weight_scale, layer.weight_scale_2), torch.bfloat16)
+                w = nvfp4.dequantize(nvfp4.NvFp4Tensor(*layer.modelopt_weights(), layer.weight_scale_2), torch.bfloat16)
                 ref.get_submodule(n).weight.copy_(w)
     with torch.no_grad():
         return ref(ids).logits.float()

@@ -101,7 +101,7 @@ def test_transformers_compressed_tensors_loader_reads_our_output(tmp_path):
     for n, m in ours.named_modules():
         if isinstance(m, nvfp4.NvFp4Linear):
             assert torch.equal(sd[f"{n}.weight_packed"], m.weight)
-            assert torch.equal(sd[f"{n}.weight_scale"].view(torch.uint8), m.weight_scale.view(torch.uint8))
+            assert torch.equal(sd[f"{n}.weight_scale"].view(torch.uint8), m.modelopt_weights()[1].view(torch.uint8))
     ids = torch.randint(4, 29, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = theirs(ids).logits.float(), ours(ids).logits.float()

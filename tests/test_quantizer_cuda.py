@@ -5,7 +5,7 @@ import torch
 
 from nvfp4 import ops
 from nvfp4.activation import quantize_activations_reference
-from nvfp4.dispatch import device_capability, quantizer_compiled_for
+from nvfp4.backends import device_capability, quantizer_compiled_for
 from conftest import requires_cuda, wide_spread
 
 pytestmark = [requires_cuda, pytest.mark.gpu]

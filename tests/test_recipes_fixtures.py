@@ -18,12 +18,9 @@ import pytest
 import torch
 
 import nvfp4
-from nvfp4.recipes import (
-    compressed_tensors_encode_scale,
-    decode_scale_for_encode,
-    quantize_compressed_tensors,
-    quantize_modelopt,
-)
+from nvfp4.formats.compressed_tensors import compressed_tensors_encode_scale, decode_scale_for_encode
+from nvfp4.formats.compressed_tensors import quantize_weight as quantize_compressed_tensors
+from nvfp4.formats.modelopt import quantize_weight as quantize_modelopt
 from conftest import fixture_dir
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -1,6 +1,6 @@
 """nvfp4: NVFP4 linear layers for PyTorch with a bitwise batch-invariant mode."""
 
-from .dispatch import NoKernelError
+from .backends import NoKernelError
 from .format import pack_e2m1, swizzle_scales, unpack_e2m1, unswizzle_scales
 from .info import kernel_info
 from .linear import NvFp4Linear
@@ -9,7 +9,8 @@ from .tensor import NvFp4Tensor, dequantize
 from .convert import quantize_model
 from .invariant_norm import InvariantRMSNorm
 from .invariant_ops import InvariantLinear
-from .loading import UnsupportedCheckpointError, from_pretrained
+from .formats import UnsupportedCheckpointError
+from .loading import from_pretrained
 from .save import save_pretrained
 
 __version__ = "0.1.0"

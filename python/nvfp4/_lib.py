@@ -17,7 +17,9 @@ _LIB_NAME = "libnvfp4_kernels.so"
 _c_i64 = ctypes.c_int64
 _c_ptr = ctypes.c_void_p
 
-# name -> (restype, argtypes); mirrors cpp/include/nvfp4/nvfp4.h
+# name -> (restype, argtypes) of every C ABI function Python calls. The functions every build has are declared here;
+# each backend module declares its own (backends/). tests/test_abi_header.py compares all of them with
+# cpp/include/nvfp4/nvfp4.h, so a drift fails a test instead of corrupting memory.
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "nvfp4_abi_version": (ctypes.c_int, []),
     "nvfp4_last_error": (ctypes.c_char_p, []),
@@ -30,47 +32,27 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         ctypes.c_int,
         [_c_ptr, ctypes.c_int, _c_i64, _c_i64, _c_i64, _c_ptr, ctypes.c_float, _c_ptr, _c_ptr],
     ),
-    "nvfp4_sm90_gemm_workspace_size": (
-        ctypes.c_int,
-        [_c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)],
-    ),
-    "nvfp4_sm90_gemm_plan": (
-        ctypes.c_int,
-        [_c_i64, _c_i64, _c_i64, ctypes.c_int] + [ctypes.POINTER(ctypes.c_int)] * 4,
-    ),
-    "nvfp4_sm90_set_split_reduce": (ctypes.c_int, [ctypes.c_int]),
-    "nvfp4_sm90_occupancy": (
-        ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)],
-    ),
-    "nvfp4_sm90_gemm": (
-        ctypes.c_int,
-        [_c_ptr, _c_i64, _c_i64, _c_i64, _c_i64, _c_ptr, _c_ptr, _c_ptr, ctypes.c_int, _c_ptr, _c_ptr,
-         ctypes.c_int, _c_i64, ctypes.c_int, _c_ptr, ctypes.c_size_t, _c_ptr],
-    ),
 }
 
-# Blackwell (issue 3): the same C ABI for SM100 (sm_100a) and SM120 (sm_120a); see the Blackwell section of nvfp4.h.
-for _fam in ("sm100", "sm120"):
-    _SIGNATURES.update({
-        f"nvfp4_{_fam}_num_configs": (ctypes.c_int, []),
-        f"nvfp4_{_fam}_config_info": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]),
-        f"nvfp4_{_fam}_select_config": (ctypes.c_int, [_c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]),
-        f"nvfp4_{_fam}_config_name": (ctypes.c_int, [_c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]),
-        f"nvfp4_{_fam}_host_check": (
-            ctypes.c_int,
-            [ctypes.c_int, _c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int),
-             ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_int)],
-        ),
-        f"nvfp4_{_fam}_gemm_workspace_size": (
-            ctypes.c_int, [_c_i64, _c_i64, _c_i64, ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)],
-        ),
-        f"nvfp4_{_fam}_gemm": (
-            ctypes.c_int,
-            [_c_ptr, _c_ptr, _c_i64, _c_i64, _c_i64, _c_ptr, _c_ptr, _c_ptr, ctypes.c_int, _c_ptr, _c_ptr,
-             ctypes.c_int, _c_i64, ctypes.c_int, _c_ptr, ctypes.c_size_t, _c_ptr],
-        ),
-    })
-del _fam
+
+def declare(signatures: dict[str, tuple[object, list[object]]]) -> None:
+    """Adds C ABI declarations (a backend's functions); applied to the library whether or not it is loaded yet."""
+    _SIGNATURES.update(signatures)
+    if load.cache_info().currsize:
+        lib = load()
+        if lib is not None:
+            _apply(lib, signatures)
+
+
+def declared_signatures() -> dict[str, tuple[object, list[object]]]:
+    return dict(_SIGNATURES)
+
+
+def _apply(lib: ctypes.CDLL, signatures: dict[str, tuple[object, list[object]]]) -> None:
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.restype, fn.argtypes = restype, argtypes
 
 
 class KernelLibraryError(RuntimeError):
@@ -96,10 +78,7 @@ def load() -> ctypes.CDLL | None:
     version = lib.nvfp4_abi_version()
     if version != ABI_VERSION:
         raise KernelLibraryError(f"{path}: ABI version {version}, this Python package needs {ABI_VERSION}; reinstall nvfp4")
-    for name, (restype, argtypes) in _SIGNATURES.items():
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            fn.restype, fn.argtypes = restype, argtypes
+    _apply(lib, _SIGNATURES)
     return lib
 
 

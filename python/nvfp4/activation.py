@@ -1,6 +1,6 @@
 """Reference activation quantizer: the recipe the CUDA quantizer reproduces bit for bit.
 
-Rows are quantized independently with the ModelOpt block step (recipes.modelopt_block_quantize). The per-row decode
+Rows are quantized independently with the ModelOpt block step (formats.modelopt.block_quantize). The per-row decode
 global scale is either a static calibrated value (ModelOpt's `input_scale`) or per-token: amax(|row|) / 2688, and
 1.0 for an all-zero row. A batch-wide dynamic scale would make every row depend on the others, so none is offered.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .format import GLOBAL_SCALE_RANGE, BLOCK_SIZE, canonical_nan, e2m1_values, pack_e2m1, swizzle_scales
-from .recipes import modelopt_block_quantize
+from .formats.modelopt import block_quantize
 
 
 def canonical_nan_bf16(x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ def quantize_activations_reference(
     row decode scales float32 [rows], times scale_multiplier when given: the GEMM's alpha). The dequantized values are e2m1 * block scale, without the global scale; a
     NaN among them is the canonical bf16 NaN 0x7FC0 (what torch's CPU conversion writes)."""
     s2 = row_global_scales(x, static_scale)
-    codes, block_scale = modelopt_block_quantize(x, s2)
+    codes, block_scale = block_quantize(x, s2)
     rows, cols = x.shape
     values = e2m1_values(codes).reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
     dequant = canonical_nan_bf16((values * block_scale.float().unsqueeze(-1)).reshape(rows, cols).to(torch.bfloat16))

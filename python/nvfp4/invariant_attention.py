@@ -1,6 +1,6 @@
 """Batch-invariant attention for transformers models: SDPA run one sequence at a time.
 
-Why: on an H100 (bench/results/h100-2026-11-24/probe_ops-*.json, `python bench/probe_ops.py`), torch's SDPA is batch
+Why: on an H100 (bench/results/h100/probe_ops-*.json, `python bench/probe_ops.py`), torch's SDPA is batch
 invariant in prefill, but in decode (one query over a KV cache of >= 1024 tokens) the flash and cuDNN kernels give a
 sequence different bits alone than inside a batch of 2-256: they split the KV sequence into a number of chunks chosen
 from batch x heads to fill the GPU, and the chunk partials are combined in a different order. The math backend

@@ -1,16 +1,22 @@
-"""NvFp4Linear: a Linear layer with NVFP4 weights (and optionally NVFP4 activations) and a batch-invariant mode."""
+"""NvFp4Linear: a Linear layer with NVFP4 weights (and optionally NVFP4 activations) and a batch-invariant mode.
+
+The layer holds the ModelOpt-form state (weight, weight_scale, weight_scale_2, input_scale, bias) and delegates the
+work to the backend that serves its device (backends/). On a device with a kernel backend, the weight and
+weight_scale buffers hold that backend's runtime layout, made when the state or the device changes (load,
+construction, .to()) and reversed exactly by state_dict(): one copy of the weights stays resident.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from . import ops
-from .activation import quantize_activations_reference
+from . import backends
+from .backends import Backend, NoKernelError
 from .checks import ACTIVATION_DTYPES, require_dtype, require_tensor
-from .dispatch import BACKENDS, NoKernelError, device_capability, quantizer_compiled_for, select_backend
-from .format import BLOCK_SIZE, GLOBAL_SCALE_RANGE, round_up, swizzle_scales
+from .format import BLOCK_SIZE, GLOBAL_SCALE_RANGE
 from .quantize import quantize
+from .tensor import NvFp4Tensor
 
 # "static": calibrated input_scale (ModelOpt NVFP4); "per-token": each row's own global scale (no input_scale);
 # "none": W4A16, activations stay bf16/fp16 (ModelOpt W4A16_NVFP4, compressed-tensors NVFP4A16).
@@ -24,25 +30,17 @@ _STATE_LAYOUT = {
     "input_scale": (torch.float32, lambda n, k: ()),
 }
 
+# The layout the buffers hold when no kernel backend serves the device: the ModelOpt one.
+_MODELOPT_LAYOUT = backends.get("reference")
 
-# The hardware -> kernel decisions are constants for a device; torch.compile bakes them in at trace time instead of
-# tracing the library queries (ctypes) behind them.
+
+# The hardware -> backend decision is a constant for a device; torch.compile bakes it in at trace time instead of
+# tracing the library queries (ctypes) behind it.
 @torch.compiler.assume_constant_result
 def _resolve_backend(device_type: str, device_index: int | None, batch_invariant: bool, backend: str) -> str:
     device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
-    return select_backend(device_type, device_capability(device), batch_invariant=batch_invariant, backend=backend)
-
-
-@torch.compiler.assume_constant_result
-def _has_quantizer_kernel(device_index: int | None) -> bool:
-    device = torch.device("cuda", device_index) if device_index is not None else torch.device("cuda")
-    return quantizer_compiled_for(device_capability(device))
-
-
-# Blackwell GEMM operand alignment (docs/blackwell.md): K rows of 16 bytes for TMA loads, N rows of 16 bytes for the
-# bf16/fp16 TMA store.
-_BLACKWELL_K_ALIGN = 32
-_BLACKWELL_N_ALIGN = 8
+    return backends.select(device_type, backends.device_capability(device), batch_invariant=batch_invariant,
+                           backend=backend).name
 
 
 class NvFp4Linear(nn.Module):
@@ -52,6 +50,9 @@ class NvFp4Linear(nn.Module):
     device type, bitwise, whatever the batch holds. Activations are then quantized per row (static or per-token
     global scale); a batch-wide dynamic scale is never used. backend: "auto" picks the compiled kernel for the
     device and raises if there is none; "reference" runs the (slow) reference math on any device.
+
+    The weight and weight_scale buffers hold the serving backend's runtime layout; read the ModelOpt-form tensors
+    with state_dict() or modelopt_weights().
     """
 
     def __init__(
@@ -76,8 +77,8 @@ class NvFp4Linear(nn.Module):
             raise TypeError(f"{fn}: dtype must be torch.bfloat16 or torch.float16, got {dtype}")
         if activation not in ACTIVATION_MODES:
             raise ValueError(f"{fn}: activation must be one of {ACTIVATION_MODES}, got {activation!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"{fn}: backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in backends.BACKEND_NAMES:
+            raise ValueError(f"{fn}: backend must be one of {backends.BACKEND_NAMES}, got {backend!r}")
         self.in_features, self.out_features = in_features, out_features
         self.batch_invariant, self.activation, self.backend, self.dtype = bool(batch_invariant), activation, backend, dtype
         n, k = out_features, in_features
@@ -89,15 +90,41 @@ class NvFp4Linear(nn.Module):
         else:
             self.input_scale = None
         self.bias = nn.Parameter(torch.zeros(n, dtype=dtype, device=device), requires_grad=False) if bias else None
-        # Derived, not saved: the 128x4-swizzled copy of weight_scale that the kernels read.
-        self.register_buffer("weight_scale_swizzled", swizzle_scales(self.weight_scale), persistent=False)
-        # Derived, not saved: the packed weight padded for the Blackwell GEMMs (K to a multiple of 32, N to a
-        # multiple of 8, zeros), or None when no padding is needed. The swizzled scales need no extra padding: their
-        # layout already pads rows to 128 and 16-element groups to 4, with zeros.
-        self.register_buffer("weight_blackwell", None, persistent=False)
-        self._refresh_derived()
+        self._layout = _MODELOPT_LAYOUT.name  # the backend whose runtime layout weight/weight_scale hold
+        self._adopt_device_layout()
 
     # --- construction ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_quantized(
+        cls,
+        q: NvFp4Tensor,
+        *,
+        bias: torch.Tensor | None = None,
+        input_scale: torch.Tensor | float | None = None,
+        activation: str | None = None,
+        batch_invariant: bool = False,
+        dtype: torch.dtype = torch.bfloat16,
+        backend: str = "auto",
+    ) -> "NvFp4Linear":
+        """A layer holding quantized weights q (on q's device). input_scale: the static decode input scale
+        (activation="static"); without it activations get per-token scales (or pass activation="none")."""
+        if not isinstance(q, NvFp4Tensor):
+            raise TypeError(f"NvFp4Linear.from_quantized: q must be an NvFp4Tensor, got {type(q).__name__}")
+        mode = activation or ("static" if input_scale is not None else "per-token")
+        if (mode == "static") != (input_scale is not None):
+            raise ValueError(f"NvFp4Linear.from_quantized: input_scale is given exactly when activation='static' "
+                             f"(activation={mode!r}, input_scale={'given' if input_scale is not None else 'None'})")
+        n, k = q.shape
+        layer = cls(k, n, bias is not None, batch_invariant=batch_invariant, device=q.data.device, dtype=dtype,
+                    activation=mode, backend=backend)
+        sd = {"weight": q.data, "weight_scale": q.scale, "weight_scale_2": q.global_scale.float().reshape(())}
+        if input_scale is not None:
+            sd["input_scale"] = torch.as_tensor(input_scale, dtype=torch.float32).reshape(())
+        if bias is not None:
+            sd["bias"] = bias.detach().to(dtype)
+        layer.load_state_dict(sd)
+        return layer
 
     @classmethod
     def from_linear(
@@ -121,33 +148,53 @@ class NvFp4Linear(nn.Module):
             raise ValueError(f"NvFp4Linear.from_linear: input_amax is only used with activation='static', got activation={mode!r}")
         w = linear.weight.detach()
         dtype = w.dtype if w.dtype in ACTIVATION_DTYPES else torch.bfloat16
-        layer = cls(
-            linear.in_features, linear.out_features, linear.bias is not None, batch_invariant=batch_invariant,
-            device=w.device, dtype=dtype, activation=mode, backend=backend,
-        )
-        q = quantize(w, recipe=recipe)
-        with torch.no_grad():
-            layer.weight.copy_(q.data)
-            layer.weight_scale.copy_(q.scale)
-            layer.weight_scale_2.copy_(q.global_scale)
-            if mode == "static":
-                amax = torch.as_tensor(input_amax, dtype=torch.float32).reshape(())
-                if not (torch.isfinite(amax) and amax > 0):
-                    raise ValueError(f"NvFp4Linear.from_linear: input_amax must be finite and > 0, got {amax.item()}")
-                layer.input_scale.copy_(amax / GLOBAL_SCALE_RANGE)
-            if linear.bias is not None:
-                layer.bias.copy_(linear.bias.detach().to(dtype))
-        layer._refresh_derived()
-        return layer
+        input_scale = None
+        if mode == "static":
+            amax = torch.as_tensor(input_amax, dtype=torch.float32).reshape(())
+            if not (torch.isfinite(amax) and amax > 0):
+                raise ValueError(f"NvFp4Linear.from_linear: input_amax must be finite and > 0, got {amax.item()}")
+            input_scale = amax / GLOBAL_SCALE_RANGE
+        return cls.from_quantized(quantize(w, recipe=recipe), bias=linear.bias, input_scale=input_scale, activation=mode,
+                                  batch_invariant=batch_invariant, dtype=dtype, backend=backend)
 
-    def _refresh_derived(self) -> None:
-        self.weight_scale_swizzled = swizzle_scales(self.weight_scale)
-        n, k = self.out_features, self.in_features
-        n_pad, k_pad = round_up(n, _BLACKWELL_N_ALIGN), round_up(k, _BLACKWELL_K_ALIGN)
-        if (n_pad, k_pad) == (n, k):
-            self.weight_blackwell = None
-        else:
-            self.weight_blackwell = torch.nn.functional.pad(self.weight, (0, (k_pad - k) // 2, 0, n_pad - n))
+    # --- runtime layout ----------------------------------------------------------------------------------------
+
+    def _to_layout(self, backend: Backend) -> None:
+        """Makes weight/weight_scale hold `backend`'s runtime layout (through the ModelOpt layout)."""
+        if self._layout == backend.name:
+            return
+        with torch.no_grad():
+            w, s = self.modelopt_weights()
+            self.weight, self.weight_scale = backend.prepare(w, s)
+        self._layout = backend.name
+
+    def _adopt_device_layout(self) -> None:
+        """The layout of the backend that serves the buffers' device (the ModelOpt layout when none does)."""
+        try:
+            backend = backends.get(self.resolved_backend())
+        except NoKernelError:
+            backend = _MODELOPT_LAYOUT  # forward raises the NoKernelError
+        self._to_layout(backend)
+
+    def modelopt_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight uint8 [N, K/2], weight_scale e4m3 [N, K/16]) in the ModelOpt layout, on the layer's device."""
+        if self._layout == _MODELOPT_LAYOUT.name:
+            return self.weight, self.weight_scale
+        return backends.get(self._layout).unprepare(self.weight, self.weight_scale, self.out_features, self.in_features)
+
+    def _apply(self, fn, recurse: bool = True):
+        # Device moves (and every other tensor transform) act on the ModelOpt layout; the target device's backend
+        # then makes its own layout there.
+        self._to_layout(_MODELOPT_LAYOUT)
+        super()._apply(fn, recurse)
+        self._adopt_device_layout()
+        return self
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._layout != _MODELOPT_LAYOUT.name:
+            w, s = self.modelopt_weights()
+            destination[prefix + "weight"], destination[prefix + "weight_scale"] = w, s
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # load_state_dict would silently cast (fp32 values into an e4m3 buffer get re-rounded): validate first.
@@ -170,12 +217,14 @@ class NvFp4Linear(nn.Module):
                 state_dict[key] = value.float().reshape(())
             elif tuple(value.shape) != expected:
                 raise ValueError(f"NvFp4Linear.load_state_dict: {key} must have shape {expected}, got {tuple(value.shape)}")
+        self._to_layout(_MODELOPT_LAYOUT)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
-        self._refresh_derived()
+        self._adopt_device_layout()
 
     # --- forward -----------------------------------------------------------------------------------------------
 
     def resolved_backend(self, device: torch.device | None = None) -> str:
+        """Name of the backend that serves this layer on `device` (default: where its weights are)."""
         device = self.weight.device if device is None else device
         return _resolve_backend(device.type, device.index, self.batch_invariant, self.backend)
 
@@ -193,60 +242,11 @@ class NvFp4Linear(nn.Module):
             return x.new_empty((*lead, self.out_features))
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        backend = self.resolved_backend(x2.device)
-        act, alpha = self._activation_operand(x2, backend)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        if backend == "reference":
-            out = ops.call(ops.mm_reference, ops.mm_reference_impl, act, self.weight, self.weight_scale.view(torch.uint8), alpha, bias, x.dtype)
-        elif backend == "sm90":
-            out = ops.call(ops.mm_sm90, ops.mm_sm90_impl, act, self.weight, self.weight_scale_swizzled, alpha, bias, x.dtype, self.batch_invariant)
-        elif backend in ("sm100", "sm120"):
-            # NVFP4 x NVFP4 on block-scaled tensor cores; weights padded once (_refresh_derived), N sliced back.
-            op, impl = (ops.mm_sm100, ops.mm_sm100_impl) if backend == "sm100" else (ops.mm_sm120, ops.mm_sm120_impl)
-            w = self.weight if self.weight_blackwell is None else self.weight_blackwell
-            n_pad = w.shape[0]
-            if bias is not None and n_pad != self.out_features:
-                bias = torch.nn.functional.pad(bias, (0, n_pad - self.out_features))
-            act_packed, act_scales = act
-            out = ops.call(op, impl, act_packed, act_scales, w, self.weight_scale_swizzled, alpha, bias, x.dtype, self.batch_invariant)
-            if n_pad != self.out_features:
-                out = out[:, : self.out_features]
-        else:  # pragma: no cover - select_backend only returns families the library holds
-            raise NotImplementedError(f"{fn}: backend {backend} is not wired yet")
-        return out.reshape(*lead, self.out_features)
-
-    def _activation_operand(self, x2: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(activation operand of the GEMM, alpha: one value or one per row).
-
-        sm100/sm120: the operand is (packed e2m1 [M, K_pad/2], swizzled e4m3 scales), K zero-padded to a multiple of
-        32 (only when in_features is not one already); alpha[m] = row_scale[m] * weight_scale_2."""
-        if backend in ("sm100", "sm120"):
-            if self.activation == "none":
-                raise NoKernelError(
-                    f"NvFp4Linear.forward: W4A16 (activation='none') has no {backend} kernel (the Blackwell GEMMs take "
-                    f"NVFP4 activations); use activation='static' or 'per-token', or backend='reference'"
-                )
-            static = self.input_scale.reshape(1) if self.input_scale is not None else None
-            k_pad = round_up(self.in_features, _BLACKWELL_K_ALIGN)
-            if k_pad != self.in_features:
-                x2 = torch.nn.functional.pad(x2, (0, k_pad - self.in_features))
-            packed, scales, alpha = ops.call(
-                ops.quantize_activations_nvfp4, ops.quantize_activations_nvfp4_impl, x2, static, self.weight_scale_2.reshape(1)
-            )
-            return (packed, scales), alpha
-        if self.activation == "none":
-            if backend != "reference" and x2.dtype != torch.bfloat16:
-                raise TypeError(f"NvFp4Linear.forward: W4A16 on {backend} takes bfloat16 x, got {x2.dtype}")
-            return x2, self.weight_scale_2.reshape(1)
-        static = self.input_scale.reshape(1) if self.input_scale is not None else None
-        if x2.device.type == "cuda" and not _has_quantizer_kernel(x2.device.index):
-            _, _, act, alpha = quantize_activations_reference(x2, static, self.weight_scale_2)  # reference backend on other GPUs
-        else:
-            # the quantizer multiplies each row's decode scale by weight_scale_2: alpha comes out of the same launch
-            act, alpha = ops.call(
-                ops.quantize_activations_dequant, ops.quantize_activations_dequant_impl, x2, static, self.weight_scale_2.reshape(1)
-            )
-        return act, alpha
+        backend = backends.get(self.resolved_backend(x2.device))
+        if backend.name != self._layout:
+            raise RuntimeError(  # pragma: no cover - every layout change goes through _adopt_device_layout
+                f"{fn}: the weights are in the {self._layout} layout but {backend.name} serves {x2.device}")
+        return backend.forward(self, x2).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         try:

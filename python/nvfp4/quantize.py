@@ -6,7 +6,7 @@ import torch
 
 from .checks import require_dim, require_dtype, require_multiple, require_tensor
 from .format import BLOCK_SIZE
-from .recipes import RECIPES, quantize_with_recipe
+from . import formats
 from .tensor import NvFp4Tensor
 
 
@@ -24,8 +24,7 @@ def quantize(x: torch.Tensor, *, amax: torch.Tensor | float | None = None, recip
     require_multiple(fn, "x.shape[1] (K)", x.shape[1], BLOCK_SIZE)
     if x.shape[0] < 1:
         raise ValueError(f"{fn}: x must have at least one row, got shape {tuple(x.shape)}")
-    if recipe not in RECIPES:
-        raise ValueError(f"{fn}: recipe must be one of {RECIPES}, got {recipe!r}")
+    fmt = formats.get(recipe, f"{fn}: recipe")
     if amax is None:
         amax_t = x.abs().amax().float()
     else:
@@ -36,7 +35,7 @@ def quantize(x: torch.Tensor, *, amax: torch.Tensor | float | None = None, recip
         raise ValueError(f"{fn}: amax must be finite and > 0, got {float(amax_t)} (x all zero or non-finite?)")
     # The recipes run on CPU whatever x's device: torch's CUDA division by a scalar multiplies by its reciprocal,
     # which would make the bytes depend on where the weights happen to live.
-    q = quantize_with_recipe(x.cpu(), amax_t.cpu(), recipe)
+    q = fmt.quantize_weight(x.cpu(), amax_t.cpu())
     if x.device.type == "cpu":
         return q
     move = lambda t: None if t is None else t.to(x.device)  # noqa: E731

@@ -1,12 +1,6 @@
 """save_pretrained: write a model with NvFp4Linear layers as a ModelOpt or compressed-tensors checkpoint, with the
-tensor names, dtypes, shapes and config keys those tools write (compared against tests/fixtures/):
-
-- "modelopt": `<layer>.weight` u8 [N,K/2], `.weight_scale` e4m3 [N,K/16], `.weight_scale_2` f32 0-d (decode),
-  `.input_scale` f32 0-d (NVFP4 only); `hf_quant_config.json` plus `quantization_config` (quant_method "modelopt")
-  in config.json; quant_algo "NVFP4" or "W4A16_NVFP4".
-- "compressed-tensors": `<layer>.weight_packed` u8, `.weight_scale` e4m3, `.weight_global_scale` f32 [1] (encode),
-  `.input_global_scale` f32 [1]; `quantization_config` with format "nvfp4-pack-quantized" (NVFP4 or NVFP4A16).
-  Encode scales are the exact values the layer was loaded/quantized with when known, else fp32(1/decode).
+tensor names, dtypes, shapes and config keys those tools write (the format modules in formats/ own them; tests
+compare them against tests/fixtures/).
 
 Per-token activation scales have no representation in either format: such a model is refused (quantize with
 calibration batches, or weight_only=True).
@@ -17,39 +11,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from .convert import CT_ENCODE_ATTR
+from . import formats
 from .invariant_ops import InvariantLinear
 from .linear import NvFp4Linear
-from .recipes import decode_scale_for_encode
 
-FORMATS = ("modelopt", "compressed-tensors")
-# The compressed-tensors format version whose files we match (tests/fixtures/ct-nvfp4, written by 0.19.0).
-CT_FORMAT_VERSION = "0.19.0"
-
-
-def _encode(layer: NvFp4Linear, key: str, decode: torch.Tensor) -> torch.Tensor:
-    known = getattr(layer, CT_ENCODE_ATTR, {}).get(key)
-    if known is not None:
-        enc = torch.tensor([known], dtype=torch.float32)
-        if torch.equal(decode_scale_for_encode(enc), decode.detach().float().cpu().reshape(())):
-            return enc
-    return (1.0 / decode.detach().float().cpu()).reshape(1)
-
-
-def _ct_quant_args(activation: bool) -> dict[str, Any]:
-    base = {
-        "actorder": None, "block_structure": None, "group_size": 16, "num_bits": 4, "observer_kwargs": {},
-        "scale_dtype": "torch.float8_e4m3fn", "strategy": "tensor_group", "symmetric": True, "type": "float",
-        "zp_dtype": None,
-    }
-    if activation:
-        return {**base, "dynamic": "local", "observer": "static_minmax"}
-    return {**base, "dynamic": False, "observer": "memoryless_minmax"}
+FORMATS = formats.NAMES
 
 
 def _unquantized_linears(model: nn.Module) -> list[str]:
@@ -76,8 +46,7 @@ def save_pretrained(
     """Write `model` (with NvFp4Linear layers) to folder `path` in the given checkpoint format."""
     from safetensors.torch import save_file
 
-    if format not in FORMATS:
-        raise ValueError(f"nvfp4.save_pretrained: format must be one of {FORMATS}, got {format!r}")
+    fmt = formats.get(format, "nvfp4.save_pretrained: format")
     layers = {n: m for n, m in model.named_modules() if isinstance(m, NvFp4Linear)}
     if not layers:
         raise ValueError("nvfp4.save_pretrained: the model has no NvFp4Linear layer")
@@ -94,21 +63,7 @@ def save_pretrained(
 
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in layers.items():
-        p = f"{name}."
-        if format == "modelopt":
-            tensors[p + "weight"] = layer.weight
-            tensors[p + "weight_scale"] = layer.weight_scale
-            tensors[p + "weight_scale_2"] = layer.weight_scale_2.float().reshape(())
-            if static:
-                tensors[p + "input_scale"] = layer.input_scale.float().reshape(())
-        else:
-            tensors[p + "weight_packed"] = layer.weight
-            tensors[p + "weight_scale"] = layer.weight_scale
-            tensors[p + "weight_global_scale"] = _encode(layer, "weight_global_scale", layer.weight_scale_2)
-            if static:
-                tensors[p + "input_global_scale"] = _encode(layer, "input_global_scale", layer.input_scale)
-        if layer.bias is not None:
-            tensors[p + "bias"] = layer.bias
+        tensors.update({f"{name}.{k}": v for k, v in fmt.write_layer(layer, static).items()})
     prefixes = tuple(f"{n}." for n in layers)
     seen_ptrs: dict[tuple[int, int], str] = {}
     for k, v in model.state_dict().items():
@@ -125,35 +80,8 @@ def save_pretrained(
     out.mkdir(parents=True, exist_ok=True)
     _write_shards(save_file, tensors, out, _parse_size(max_shard_size))
 
-    ignore = _unquantized_linears(model)
+    qc = fmt.write_config(model, out, static, _unquantized_linears(model))
     config = model.config
-    if format == "modelopt":
-        algo = "NVFP4" if static else "W4A16_NVFP4"
-        group = {"weights": {"dynamic": False, "num_bits": 4, "type": "float", "group_size": 16}, "targets": ["Linear"]}
-        if static:
-            group = {"input_activations": {"dynamic": False, "num_bits": 4, "type": "float", "group_size": 16}, **group}
-        exclude = ignore + [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
-        from . import __version__
-
-        producer = {"name": "nvfp4", "version": __version__}
-        qc = {"config_groups": {"group_0": group}, "ignore": exclude, "quant_algo": algo, "producer": producer,
-              "quant_method": "modelopt"}
-        hf_quant = {"producer": producer, "quantization": {"quant_algo": algo, "kv_cache_quant_algo": None,
-                                                           "group_size": 16, "exclude_modules": exclude}}
-        (out / "hf_quant_config.json").write_text(json.dumps(hf_quant, indent=4))
-    else:
-        qc = {
-            "config_groups": {"group_0": {
-                "format": "nvfp4-pack-quantized",
-                "input_activations": _ct_quant_args(True) if static else None,
-                "output_activations": None,
-                "targets": ["Linear"],
-                "weights": _ct_quant_args(False),
-            }},
-            "format": "nvfp4-pack-quantized", "global_compression_ratio": None, "ignore": ignore,
-            "kv_cache_scheme": None, "quant_method": "compressed-tensors", "quantization_status": "compressed",
-            "sparsity_config": {}, "transform_config": {}, "version": CT_FORMAT_VERSION,
-        }
     cfg = config.to_diff_dict() if hasattr(config, "to_diff_dict") else config.to_dict()
     cfg.pop("quantization_config", None)
     cfg["quantization_config"] = qc

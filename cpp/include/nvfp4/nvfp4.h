@@ -113,7 +113,7 @@ NVFP4_API int nvfp4_sm90_gemm(const void* act, int64_t act_row_stride, int64_t M
                               int64_t out_row_stride, int invariant, void* workspace, size_t workspace_bytes,
                               void* stream);
 
-// ==== Blackwell (added for issue 3) ==============================================================================
+// ==== Blackwell ==================================================================================================
 // SM100 (sm_100a: B200/GB200, compute capability 10.0 only) and SM120 (sm_120a: RTX 50 / RTX PRO, 12.0 only)
 // NVFP4 x NVFP4 GEMMs on CUTLASS block-scaled tensor cores (docs/blackwell.md). XX below is 100 or 120; a function
 // exists only when the library was built for that arch.

@@ -1,0 +1,62 @@
+"""What every backend declares and implements: the unit of hardware knowledge.
+
+A backend owns everything one hardware family needs: which compute capabilities its compiled code runs on, the
+runtime layout of a layer's weights (made from the ModelOpt layout on the device it runs on, and reversed exactly for
+state_dict/save), activation quantization, the GEMM, and the custom ops with their fake implementations.
+NvFp4Linear holds the state and delegates here; backends/__init__.py is the registry that selects one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .. import _lib
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..linear import NvFp4Linear
+
+
+class NoKernelError(RuntimeError):
+    """No compiled kernel can serve this request on this device."""
+
+
+class Backend:
+    """One hardware family. Subclasses set the class attributes and implement prepare/unprepare/forward."""
+
+    name: str = ""
+    # SM number of the compiled code this backend needs (90 for sm_90a), None when it needs none.
+    arch_sm: int | None = None
+    # The exact compute capabilities that code runs on: arch-specific ("a") SASS runs on one capability only.
+    capabilities: frozenset[tuple[int, int]] = frozenset()
+    # C ABI entry point of the GEMM (its presence in the library says the backend was built).
+    gemm_symbol: str | None = None
+    activation_modes: tuple[str, ...] = ("static", "per-token", "none")
+
+    def compiled(self) -> bool:
+        """Whether the loaded library holds this backend's device code and entry point."""
+        if self.arch_sm is None:
+            return True
+        return self.arch_sm in _lib.compiled_archs() and self.gemm_symbol is not None and _lib.has_symbol(self.gemm_symbol)
+
+    def runs_on(self, capability: tuple[int, int] | None) -> bool:
+        return capability is not None and tuple(capability) in self.capabilities
+
+    # --- weights ----------------------------------------------------------------------------------------------
+
+    def prepare(self, weight: torch.Tensor, weight_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ModelOpt layout (uint8 [N, K/2], e4m3 [N, K/16]) -> this backend's runtime layout, on the same device.
+
+        The result replaces the ModelOpt tensors in the layer (no second copy stays resident)."""
+        return weight, weight_scale
+
+    def unprepare(self, weight: torch.Tensor, weight_scale: torch.Tensor, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact inverse of prepare: the ModelOpt-layout tensors for an N x K layer."""
+        return weight, weight_scale
+
+    # --- compute ----------------------------------------------------------------------------------------------
+
+    def forward(self, layer: "NvFp4Linear", x2: torch.Tensor) -> torch.Tensor:
+        """y [M, N] in x2's dtype for contiguous x2 [M, K] (M >= 1), with the layer's weights in this layout."""
+        raise NotImplementedError

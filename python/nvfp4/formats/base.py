@@ -1,0 +1,42 @@
+"""What a checkpoint format module provides (formats/modelopt.py, formats/compressed_tensors.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+class UnsupportedCheckpointError(ValueError):
+    """The checkpoint uses a quantization format or feature nvfp4 does not load."""
+
+
+@dataclass
+class QuantSpec:
+    """A checkpoint's quantization, as read from its config by the format that recognised it."""
+
+    format: str  # the format module's NAME
+    activation: str  # "static" | "none"
+    ignore: list[str] = field(default_factory=list)
+    targets: list[str] | None = None  # module patterns the config quantizes (None: every Linear not ignored)
+    description: str = ""
+
+
+# Tensor-name suffixes of quantization variants no format here loads (AWQ pre-scales, SVDQuant, zero points).
+UNSUPPORTED_SUFFIXES = ("pre_quant_scale", "svdquant_lora_a", "svdquant_lora_b", "weight_zero_point", "input_zero_point")
+
+
+def dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def global_scalar(fn: str, key: str, t: torch.Tensor) -> torch.Tensor:
+    """A stored per-tensor scale as a 0-d float32: one finite, positive value (bf16 is accepted: some exports use it)."""
+    if t.dtype not in (torch.float32, torch.bfloat16):
+        raise TypeError(f"{fn}: {key} must be float32 (or bfloat16), got {dtype_name(t)}")
+    if t.numel() != 1:
+        raise ValueError(f"{fn}: {key} must hold one value, got shape {tuple(t.shape)}")
+    v = t.float().reshape(())
+    if not (torch.isfinite(v) and v > 0):
+        raise ValueError(f"{fn}: {key} must be finite and > 0, got {v.item()}")
+    return v
