@@ -24,7 +24,7 @@ from gpu_data import random_layer, random_rows  # noqa: E402
 
 import nvfp4  # noqa: E402
 from nvfp4 import ops  # noqa: E402
-from nvfp4.backends.sm90 import mm_sm90_impl  # noqa: E402
+from nvfp4.backends.sm90 import ACT_BF16, linear_sm90_impl  # noqa: E402
 from nvfp4.reference import dequantize_weight_blocks  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,8 +66,8 @@ def bench_shape(n: int, k: int, m_values, calls: int, with_emulation: bool) -> l
         # the GEMM alone, on activations quantized once (separates the quantizer's share of the layer time)
         act, alpha = ops.quantize_activations_dequant_impl(x, None, inv_layers[0].weight_scale_2.reshape(1))
         t_gemm = graph_time_us(
-            lambda i: (lambda: mm_sm90_impl(act, inv_layers[i].weight, inv_layers[i].weight_scale, alpha,
-                                                inv_layers[i].bias, torch.bfloat16, True)), copies, calls)
+            lambda i: (lambda: linear_sm90_impl(act, inv_layers[i].weight, alpha, None, inv_layers[i].bias, ACT_BF16,
+                                                True, n)), copies, calls)
         t_fast = graph_time_us(lambda i: (lambda: fast_layers[i](x)), copies, calls)
         t_cublas = graph_time_us(lambda i: (lambda: x @ bf16_weights[i].t()), bf16_copies, calls)
         row = {

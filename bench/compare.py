@@ -205,7 +205,7 @@ def measure(args) -> dict:
     import nvfp4
     from nvfp4 import _lib, backends, ops
     from nvfp4.backends.blackwell import mm_sm100_impl, mm_sm120_impl
-    from nvfp4.backends.sm90 import mm_sm90_impl
+    from nvfp4.backends.sm90 import ACT_BF16, linear_sm90_impl
     from nvfp4.reference import dequantize_weight_blocks
 
     major, minor = torch.cuda.get_device_capability()
@@ -282,7 +282,7 @@ def measure(args) -> dict:
                 line["quantize_dequant"] = add("quantize_dequant", "quantizer", t, 1, calls_arg)
 
                 def gemm(L, inv, a=act, al=alpha):
-                    return mm_sm90_impl(a, L.weight, L.weight_scale, al, L.bias, torch.bfloat16, inv)
+                    return linear_sm90_impl(a, L.weight, al, None, L.bias, ACT_BF16, inv, n)
             elif k % 32 == 0 and n % 8 == 0:
                 impl = mm_sm100_impl if fam == "sm100" else mm_sm120_impl
                 packed, scales, alpha = ops.quantize_activations_nvfp4_impl(x, None, l0.weight_scale_2.reshape(1))

@@ -1,14 +1,13 @@
 # The kernel configurations of each architecture, one .cu per configuration (paths relative to the project root).
-# Hopper: the C ABI entry points + split-K reduction (dispatch.cu), one file per cp.async token-tile config (M <= 64
-# and fallbacks) and the warp-specialised TMA kernel for M > 64 (gemm_ws_bt128.cu).
+# Hopper: the C ABI entry points, plan and split-K reduction (dispatch.cu), one file per token tile (the kernels of
+# that wgmma N: whole-K, split-K and, for the decode tiles, the fused-quantizer variants).
 set(NVFP4_SM90_SOURCES
     cpp/kernels/sm90/dispatch.cu
     cpp/kernels/sm90/gemm_bt8.cu
     cpp/kernels/sm90/gemm_bt16.cu
     cpp/kernels/sm90/gemm_bt32.cu
     cpp/kernels/sm90/gemm_bt64.cu
-    cpp/kernels/sm90/gemm_bt128.cu
-    cpp/kernels/sm90/gemm_ws_bt128.cu)
+    cpp/kernels/sm90/gemm_bt128.cu)
 # SM100 (sm_100a): one CUTLASS configuration per TU (cpp/kernels/sm100/config.h has the table) + the C ABI.
 set(NVFP4_SM100_SOURCES
     cpp/kernels/sm100/dispatch.cu

@@ -29,6 +29,7 @@ _C_TO_CTYPES = {
     "char*": ctypes.c_char_p,
     "int*": ctypes.POINTER(ctypes.c_int),
     "size_t*": ctypes.POINTER(ctypes.c_size_t),
+    "int64_t*": ctypes.POINTER(ctypes.c_int64),
 }
 # Host-side output arrays declared as typed pointers in Python although the C type above says void-like.
 _HOST_POINTERS = {("nvfp4_compiled_archs", 0): ctypes.POINTER(ctypes.c_int)}
@@ -65,7 +66,7 @@ def _expected(name: str, i: int | None, c_type: str):
 def test_header_parses_into_every_entry_point():
     protos = header_prototypes()
     assert len(protos) >= 20
-    assert {"nvfp4_abi_version", "nvfp4_quantize_activations", "nvfp4_sm90_gemm", "nvfp4_sm100_gemm"} <= set(protos)
+    assert {"nvfp4_abi_version", "nvfp4_quantize_activations", "nvfp4_sm90_linear", "nvfp4_sm100_gemm", "nvfp4_chunk_k"} <= set(protos)
 
 
 def test_every_header_function_is_declared_in_python_and_vice_versa():

@@ -6,7 +6,7 @@ from torch import nn
 
 from nvfp4 import NvFp4Linear, ops
 from nvfp4.backends.reference import mm_reference
-from nvfp4.backends.sm90 import mm_sm90
+from nvfp4.backends.sm90 import ACT_BF16, ACT_QUANT_PER_TOKEN, ACT_QUANT_STATIC, linear_sm90
 from conftest import wide_spread
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -71,10 +71,13 @@ def test_opcheck_invariant_bf16_linear():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9, reason="needs a Hopper GPU")
-def test_opcheck_sm90_gemm():
+def test_opcheck_sm90_linear():
     layer = NvFp4Linear.from_linear(nn.Linear(256, 64, dtype=torch.bfloat16)).cuda()
-    act = wide_spread(5, 256, seed=7).cuda()
-    for alpha in (torch.ones(1, device="cuda"), torch.rand(5, device="cuda")):
-        for invariant in (True, False):
-            torch.library.opcheck(mm_sm90, (act, layer.weight, layer.weight_scale, alpha, layer.bias,
-                                                torch.bfloat16, invariant))
+    x = wide_spread(5, 256, seed=7).cuda()
+    for invariant in (True, False):
+        for alpha in (torch.ones(1, device="cuda"), torch.rand(5, device="cuda")):
+            torch.library.opcheck(linear_sm90, (x, layer.weight, alpha, None, layer.bias, ACT_BF16, invariant, 64))
+        ws2 = torch.full((1,), 0.5, device="cuda")
+        torch.library.opcheck(linear_sm90, (x, layer.weight, ws2, None, layer.bias, ACT_QUANT_PER_TOKEN, invariant, 64))
+        torch.library.opcheck(linear_sm90, (x, layer.weight, ws2, torch.full((1,), 0.01, device="cuda"), layer.bias,
+                                            ACT_QUANT_STATIC, invariant, 64))

@@ -166,14 +166,25 @@ __global__ void fill_bytes_kernel(uint8_t* p, size_t n, uint64_t seed) {
     p[i] = (uint8_t)(rnd(seed, i) & 0xff);
 }
 
+__device__ __forceinline__ uint8_t scale_byte(uint64_t seed, size_t i) {  // e4m3 2^e, e uniform in [-9, 8]
+  const int e = (int)(rnd(seed, i) % 18) - 9;
+  return e >= -6 ? (uint8_t)((e + 7) << 3) : (uint8_t)(1 << (e + 9));  // normal / subnormal
+}
+
+// The Hopper runtime layout (cpp/kernels/sm90/layout.h): per 576-byte (16-row slab, 64-k group), 512 bytes of
+// random codes and 64 bytes of block scales.
+__global__ void fill_prepacked_kernel(uint8_t* p, size_t n, uint64_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    p[i] = i % 576 < 512 ? (uint8_t)(rnd(seed, i) & 0xff) : scale_byte(seed + 7, i);
+}
+
 // e4m3 block scales 2^e, e uniform in [-9, 8], written at their 128x4-swizzled offsets (the padding stays zero).
 __global__ void fill_scales_kernel(uint8_t* p, int64_t rows, int64_t groups, uint64_t seed) {
   const int64_t g4 = (groups + 3) / 4;
   const size_t n = (size_t)rows * groups;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const int64_t r = (int64_t)(i / groups), g = (int64_t)(i % groups);
-    const int e = (int)(rnd(seed, i) % 18) - 9;
-    const uint8_t byte = e >= -6 ? (uint8_t)((e + 7) << 3) : (uint8_t)(1 << (e + 9));  // normal / subnormal
+    const uint8_t byte = scale_byte(seed, i);
     const int64_t off = ((r / 128) * g4 + g / 4) * 512 + (r % 32) * 16 + ((r % 128) / 32) * 4 + (g % 4);
     p[off] = byte;
   }
@@ -241,9 +252,10 @@ size_t nvfp4_weight_bytes(int64_t n, int64_t k) { return (size_t)(n * k / 2 + n 
 // ABI entry points: the GEMMs exist only for the archs the library was built for, so they are looked up at run time
 // (dlsym in the already linked library) with the header's own prototypes.
 // ---------------------------------------------------------------------------------------------------------------
-using Sm90Gemm = decltype(&nvfp4_sm90_gemm);
-using Sm90Ws = decltype(&nvfp4_sm90_gemm_workspace_size);
-using Sm90Plan = decltype(&nvfp4_sm90_gemm_plan);
+using Sm90Linear = decltype(&nvfp4_sm90_linear);
+using Sm90Ws = decltype(&nvfp4_sm90_linear_workspace_size);
+using Sm90Plan = decltype(&nvfp4_sm90_linear_plan);
+using Sm90Bytes = decltype(&nvfp4_sm90_prepacked_bytes);
 using Sm90SetReduce = decltype(&nvfp4_sm90_set_split_reduce);
 using BwGemm = decltype(&nvfp4_sm100_gemm);
 using BwWs = decltype(&nvfp4_sm100_gemm_workspace_size);
@@ -252,14 +264,16 @@ static_assert(std::is_same<BwGemm, decltype(&nvfp4_sm120_gemm)>::value, "sm100 /
 
 template <class F> F lookup(const char* name) { return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name)); }
 
-// One "family" = one GEMM entry point of the ABI (sm90 takes dequantized bf16 activations; sm100/sm120 take NVFP4).
+// One "family" = one GEMM entry point of the ABI (sm90: the whole layer in one call, or the GEMM alone on dequantized
+// bf16 activations; sm100/sm120 take NVFP4 activations).
 struct Family {
   std::string name;  // "sm90", "sm100", "sm120"
   int sm = 0;
   bool nvfp4_act = false;
-  Sm90Gemm sm90 = nullptr;
+  Sm90Linear sm90 = nullptr;
   Sm90Ws sm90_ws = nullptr;
   Sm90Plan sm90_plan = nullptr;
+  Sm90Bytes sm90_bytes = nullptr;
   BwGemm bw = nullptr;
   BwWs bw_ws = nullptr;
   BwName bw_name = nullptr;
@@ -548,12 +562,13 @@ int main(int argc, char** argv) {
   if (sm == 90 && compiled_has(90)) {
     Family f;
     f.name = "sm90"; f.sm = 90;
-    f.sm90 = lookup<Sm90Gemm>("nvfp4_sm90_gemm");
-    f.sm90_ws = lookup<Sm90Ws>("nvfp4_sm90_gemm_workspace_size");
-    f.sm90_plan = lookup<Sm90Plan>("nvfp4_sm90_gemm_plan");
+    f.sm90 = lookup<Sm90Linear>("nvfp4_sm90_linear");
+    f.sm90_ws = lookup<Sm90Ws>("nvfp4_sm90_linear_workspace_size");
+    f.sm90_plan = lookup<Sm90Plan>("nvfp4_sm90_linear_plan");
+    f.sm90_bytes = lookup<Sm90Bytes>("nvfp4_sm90_prepacked_bytes");
     if (auto set_reduce = lookup<Sm90SetReduce>("nvfp4_sm90_set_split_reduce"))
       if (set_reduce(opt.sm90_split_reduce) != NVFP4_OK) die(kExitArgs, "%s", nvfp4_last_error());
-    if (f.sm90 && f.sm90_ws) fams.push_back(f);
+    if (f.sm90 && f.sm90_ws && f.sm90_plan && f.sm90_bytes) fams.push_back(f);
   }
   for (int bsm : {100, 120}) {
     if (sm != bsm || !compiled_has(bsm)) continue;
@@ -631,13 +646,22 @@ int main(int argc, char** argv) {
     const size_t wbytes = nvfp4_weight_bytes(N, K);
     const int copies = copies_for(wbytes, flush_bytes);
     const size_t sbytes = swizzled_scale_bytes(N, K);
-    std::vector<DevBuf> wq, ws;
+    std::vector<DevBuf> wq, ws;  // sm90: the runtime layout in wq (scales inside); others: packed + swizzled scales
+    const bool prepacked = !fams.empty() && fams[0].sm90_bytes != nullptr;
     for (int c = 0; c < copies; ++c) {
-      wq.emplace_back((size_t)N * K / 2);
-      ws.emplace_back(sbytes);
-      fill_bytes_kernel<<<kGrid, kBlock, 0, st>>>(wq.back().as<uint8_t>(), wq.back().bytes, 1000 + c);
-      CK(cudaMemsetAsync(ws.back().p, 0, sbytes, st));
-      fill_scales_kernel<<<kGrid, kBlock, 0, st>>>(ws.back().as<uint8_t>(), N, K / 16, 2000 + c);
+      if (prepacked) {
+        size_t pbytes = 0;
+        NV(fams[0].sm90_bytes(N, K, &pbytes));
+        wq.emplace_back(pbytes);
+        ws.emplace_back(16);
+        fill_prepacked_kernel<<<kGrid, kBlock, 0, st>>>(wq.back().as<uint8_t>(), pbytes, 1000 + c);
+      } else {
+        wq.emplace_back((size_t)N * K / 2);
+        ws.emplace_back(sbytes);
+        fill_bytes_kernel<<<kGrid, kBlock, 0, st>>>(wq.back().as<uint8_t>(), wq.back().bytes, 1000 + c);
+        CK(cudaMemsetAsync(ws.back().p, 0, sbytes, st));
+        fill_scales_kernel<<<kGrid, kBlock, 0, st>>>(ws.back().as<uint8_t>(), N, K / 16, 2000 + c);
+      }
       CK(cudaGetLastError());
     }
     DevBuf bias((size_t)N * 2);
@@ -703,11 +727,19 @@ int main(int argc, char** argv) {
             NV(f.bw(a_q, a_s, m, N, K, wq[c].as<uint8_t>(), ws[c].as<uint8_t>(), al, 1, bias.p, o, NVFP4_DTYPE_BF16,
                     N, inv, need ? workspace.p : nullptr, need, s));
           } else {
-            NV(f.sm90_ws(m, N, K, inv, &need));
+            NV(f.sm90_ws(m, N, K, NVFP4_SM90_ACT_BF16, inv, 0, 0, &need));
             workspace.ensure(need);
-            NV(f.sm90(a_dq, K, m, N, K, wq[c].as<uint8_t>(), ws[c].as<uint8_t>(), al, 1, bias.p, o, NVFP4_DTYPE_BF16,
-                      N, inv, need ? workspace.p : nullptr, need, s));
+            NV(f.sm90(a_dq, NVFP4_DTYPE_BF16, K, NVFP4_SM90_ACT_BF16, nullptr, al, 1, m, N, K, wq[c].as<uint8_t>(),
+                      bias.p, o, N, inv, 0, nullptr, need ? workspace.p : nullptr, need, s));
           }
+        };
+        // sm90: the whole layer (per-token W4A4 activations quantized inside the call) in one C call
+        auto layer_sm90 = [&](int inv, int c, cudaStream_t s) {
+          size_t need = 0;
+          NV(f.sm90_ws(M, N, K, NVFP4_SM90_ACT_QUANT_PER_TOKEN, inv, 0, 0, &need));
+          workspace.ensure(need);
+          NV(f.sm90(x.p, NVFP4_DTYPE_BF16, K, NVFP4_SM90_ACT_QUANT_PER_TOKEN, nullptr, wgs.as<float>(), 0, M, N, K,
+                    wq[c].as<uint8_t>(), bias.p, out.p, N, inv, 0, nullptr, need ? workspace.p : nullptr, need, s));
         };
         auto quant = [&](const void* src, int64_t m, void* dq, uint8_t* q, uint8_t* sc, float* al, cudaStream_t s) {
           if (f.nvfp4_act) quant_fp4(src, m, q, sc, al, s);
@@ -717,7 +749,13 @@ int main(int argc, char** argv) {
         for (int inv : {0, 1})
           for (int64_t m : {M, (int64_t)1}) {
             size_t need = 0;
-            if (f.nvfp4_act) NV(f.bw_ws(m, N, K, inv, &need)); else NV(f.sm90_ws(m, N, K, inv, &need));
+            if (f.nvfp4_act) {
+              NV(f.bw_ws(m, N, K, inv, &need));
+            } else {
+              NV(f.sm90_ws(m, N, K, NVFP4_SM90_ACT_BF16, inv, 0, 0, &need));
+              workspace.ensure(need);
+              NV(f.sm90_ws(m, N, K, NVFP4_SM90_ACT_QUANT_PER_TOKEN, inv, 0, 0, &need));
+            }
             workspace.ensure(need);
           }
 
@@ -738,10 +776,10 @@ int main(int argc, char** argv) {
             if (f.bw_name(M, N, K, inv, buf, sizeof buf) > 0) config = buf;
           } else if (f.sm90_plan) {
             static const char* const kReduce[] = {"", "/cluster", "/kernel"};
-            int bt = 0, kc = 0, splits = 0, reduce = 0;
-            NV(f.sm90_plan(M, N, K, inv, &bt, &kc, &splits, &reduce));
-            config = "bt" + std::to_string(bt) + "/kc" + std::to_string(kc) + "/s" + std::to_string(splits) +
-                     kReduce[reduce >= 0 && reduce <= 2 ? reduce : 0];
+            int bt = 0, kc = 0, chunks = 0, splits = 0, reduce = 0, fused = 0;
+            NV(f.sm90_plan(M, N, K, NVFP4_SM90_ACT_QUANT_PER_TOKEN, inv, 0, &bt, &kc, &chunks, &splits, &reduce, &fused));
+            config = "bt" + std::to_string(bt) + "/kc" + std::to_string(kc) + "/c" + std::to_string(chunks) + "/s" +
+                     std::to_string(splits) + kReduce[reduce >= 0 && reduce <= 2 ? reduce : 0] + (fused ? "/fused" : "");
           }
           std::string inv_result;
           if (inv) {  // invariance probe, outside any graph
@@ -775,6 +813,10 @@ int main(int argc, char** argv) {
           }, copies, calls);
           add(f.name + "_" + mode, "gemm", config, t_gemm, copies, calls, inv_result, true);
           double t_layer = timer.graph_us([&](int c, cudaStream_t s) {
+            if (!f.nvfp4_act) {
+              layer_sm90(inv, c, s);
+              return;
+            }
             quant(x.p, M, act_dq.p, act_q.as<uint8_t>(), act_s.as<uint8_t>(), alpha.as<float>(), s);
             gemm(inv, M, act_dq.p, act_q.as<uint8_t>(), act_s.as<uint8_t>(), alpha.as<float>(), c, out.p, s);
           }, copies, calls);

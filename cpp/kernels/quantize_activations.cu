@@ -1,7 +1,7 @@
 // Activation quantizer: bf16/fp16 rows -> NVFP4 (packed e2m1 + swizzled e4m3 block scales) and/or the exact
 // dequantized bf16 values (e2m1 * block scale) that the Hopper GEMM consumes.
 //
-// The arithmetic is the "modelopt" recipe of python/nvfp4/recipes.py (modelopt_block_quantize) step for step, in
+// The arithmetic is the "modelopt" recipe (python/nvfp4/formats/modelopt.py block_quantize; quantize_block.cuh) step for step, in
 // fp32 with IEEE-rounded division and multiplication (no fast math, no contraction opportunities), so the bytes are
 // identical to the Python reference. Grid = (rows rounded up to 128) x (column chunks): CTAs past the last row zero
 // the padding of the swizzled scale buffer. Each CTA of a row computes the row's amax over the whole row itself (a
@@ -18,48 +18,22 @@
 #include <cstdint>
 
 #include "elementwise.cuh"
+#include "quantize_block.cuh"
 #include "status.h"
 
 namespace nvfp4 {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kBlock = 16;
+constexpr int kBlock = kQuantBlock;
 constexpr int64_t kMinGroupsPerCta = 2 * kThreads;  // a chunk quantizes at least this many 16-element groups
 constexpr int64_t kTargetCtas = 264;                 // about two CTAs per SM on an H100 or B200
 // Above this many rows every row is one CTA: measured on the H100, chunking 256 rows into 2 chunks made the
 // quantizer 1.1-2x slower (the second amax read costs more than the extra parallelism gains).
 constexpr int64_t kMaxChunkedRows = 64;
 
-// max that lets NaN win and keeps it: torch.amax semantics.
-__device__ __forceinline__ float nan_max(float a, float b) { return (isnan(b) || b > a) ? b : a; }
-
-// e2m1 round-to-nearest-even with saturation; ties at 0.25/1.25/2.5/5 go down, at 0.75/1.75/3.5 go up (even code).
-__device__ __forceinline__ uint32_t e2m1_code(float q) {
-  if (isnan(q)) return 0u;
-  const float m = fabsf(q);
-  uint32_t code = (m > 0.25f) + (m >= 0.75f) + (m > 1.25f) + (m >= 1.75f) + (m > 2.5f) + (m >= 3.5f) + (m > 5.0f);
-  return code | (signbit(q) ? 8u : 0u);
-}
-
-__device__ __forceinline__ float e2m1_value(uint32_t code) {
-  const float magnitudes[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
-  const float v = magnitudes[code & 7u];
-  return (code & 8u) ? -v : v;
-}
-
 __device__ __forceinline__ int64_t swizzled_offset(int64_t row, int64_t group, int64_t groups4) {
   return ((row / 128) * groups4 + group / 4) * 512 + (row % 32) * 16 + ((row % 128) / 32) * 4 + (group % 4);
-}
-
-// Loads one 16-element block (32 bytes, 16-byte aligned) as fp32.
-template <typename T>
-__device__ __forceinline__ void load_block(const T* p, float (&v)[kBlock]) {
-  const uint4* p4 = reinterpret_cast<const uint4*>(p);
-  uint4 raw[2] = {p4[0], p4[1]};
-  const T* e = reinterpret_cast<const T*>(raw);
-#pragma unroll
-  for (int i = 0; i < kBlock; ++i) v[i] = to_float(e[i]);
 }
 
 template <typename T>
@@ -91,7 +65,7 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
     float amax = 0.f;
     for (int64_t g = threadIdx.x; g < groups; g += kThreads) {
       float v[kBlock];
-      load_block(xr + g * kBlock, v);
+      load_block16(xr + g * kBlock, v);
 #pragma unroll
       for (int i = 0; i < kBlock; ++i) amax = nan_max(amax, fabsf(v[i]));
     }
@@ -103,39 +77,23 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
     amax = warp_amax[0];
 #pragma unroll
     for (int w = 1; w < kThreads / 32; ++w) amax = nan_max(amax, warp_amax[w]);
-    s2 = __fdiv_rn(amax, 2688.0f);
-    if (s2 == 0.f) s2 = 1.f;
-    if (isnan(s2)) s2 = __int_as_float(kCanonicalNanF32);
+    s2 = row_decode_scale(amax);
   }
   if (row_global_scale_out != nullptr && threadIdx.x == 0 && blockIdx.y == 0) {
-    float out = row_scale_multiplier != nullptr ? __fmul_rn(s2, *row_scale_multiplier) : s2;
-    row_global_scale_out[row] = isnan(out) ? __int_as_float(kCanonicalNanF32) : out;
+    row_global_scale_out[row] = row_scale_multiplier != nullptr ? row_alpha(s2, *row_scale_multiplier) : s2;
   }
 
-  const float six_s2 = __fmul_rn(6.0f, s2);
   for (int64_t g = chunk_begin + threadIdx.x; g < chunk_end; g += kThreads) {
     if (g >= groups) {  // padding groups of a real row
       if (scales_out != nullptr) scales_out[swizzled_offset(row, g, groups4)] = 0;
       continue;
     }
     float v[kBlock];
-    load_block(xr + g * kBlock, v);
-    float block_amax = 0.f;
-#pragma unroll
-    for (int i = 0; i < kBlock; ++i) block_amax = nan_max(block_amax, fabsf(v[i]));
-
-    float scale = __fdiv_rn(block_amax, six_s2);
-    if (scale == 0.f) scale = 1.f;
-    // Clamp to [2^-9, 448] letting NaN through (torch.clamp semantics); fminf/fmaxf would swallow NaN.
-    if (scale < 0.001953125f) scale = 0.001953125f;
-    if (scale > 448.f) scale = 448.f;
-    const __nv_fp8_storage_t scale_byte = __nv_cvt_float_to_fp8(scale, __NV_SATFINITE, __NV_E4M3);
-    const float scale_value = __half2float(__half(__nv_cvt_fp8_to_halfraw(scale_byte, __NV_E4M3)));  // exact
-    const float divisor = __fmul_rn(scale_value, s2);
-
+    load_block16(xr + g * kBlock, v);
+    __nv_fp8_storage_t scale_byte;
+    float scale_value;
     uint32_t codes[kBlock];
-#pragma unroll
-    for (int i = 0; i < kBlock; ++i) codes[i] = e2m1_code(__fdiv_rn(v[i], divisor));
+    quantize_block16(v, s2, scale_byte, scale_value, codes);
 
     if (scales_out != nullptr) scales_out[swizzled_offset(row, g, groups4)] = scale_byte;
     if (packed_out != nullptr) {
@@ -148,13 +106,9 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
       reinterpret_cast<uint2*>(packed_out + row * (cols / 2))[g] = packed;
     }
     if (dequant_out != nullptr) {
-      // e2m1 * e4m3 has at most 6 significant bits: the product and its bf16 conversion are exact.
       __align__(16) __nv_bfloat16 out[kBlock];
 #pragma unroll
-      for (int i = 0; i < kBlock; ++i) {
-        const float value = e2m1_value(codes[i]) * scale_value;
-        out[i] = from_float_rn<__nv_bfloat16>(value);
-      }
+      for (int i = 0; i < kBlock; ++i) out[i] = dequant_bf16(codes[i], scale_value);
       uint4* dst = reinterpret_cast<uint4*>(dequant_out + row * cols + g * kBlock);
       dst[0] = reinterpret_cast<const uint4*>(out)[0];
       dst[1] = reinterpret_cast<const uint4*>(out)[1];

@@ -1,8 +1,9 @@
-// ABI-level entry points that are not kernels: version, error text, compiled architectures.
+// ABI-level entry points that are not kernels: version, error text, compiled architectures, the chunk rule.
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
 
+#include "../kernels/chunk_rule.h"
 #include "status.h"
 
 namespace {
@@ -48,6 +49,15 @@ int nvfp4_compiled_archs(int* archs, int capacity) {
   const int count = static_cast<int>(sizeof(kArchs) / sizeof(kArchs[0]));
   for (int i = 0; i < count && i < capacity; ++i) archs[i] = kArchs[i];
   return count;
+}
+
+int nvfp4_chunk_k(int64_t N, int64_t K, int64_t* chunk) {
+  NVFP4_REQUIRE(chunk != nullptr, "nvfp4_chunk_k: chunk_k must not be NULL");
+  NVFP4_REQUIRE(N >= 1 && K >= 16 && K % 16 == 0 && K <= INT32_MAX - 4096,
+                "nvfp4_chunk_k: N must be >= 1 and K a positive multiple of 16 (got N=%lld, K=%lld)", (long long)N,
+                (long long)K);
+  *chunk = nvfp4::chunk_k(N, K);
+  return NVFP4_OK;
 }
 
 }  // extern "C"

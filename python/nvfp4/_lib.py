@@ -11,7 +11,7 @@ import functools
 import os
 from pathlib import Path
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 _LIB_NAME = "libnvfp4_kernels.so"
 
 _c_i64 = ctypes.c_int64
@@ -28,6 +28,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         ctypes.c_int,
         [_c_ptr, ctypes.c_int, _c_i64, _c_i64, _c_i64, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr, _c_ptr],
     ),
+    "nvfp4_chunk_k": (ctypes.c_int, [_c_i64, _c_i64, ctypes.POINTER(ctypes.c_int64)]),
     "nvfp4_rms_norm": (
         ctypes.c_int,
         [_c_ptr, ctypes.c_int, _c_i64, _c_i64, _c_i64, _c_ptr, ctypes.c_float, _c_ptr, _c_ptr],

@@ -24,7 +24,7 @@ extern "C" {
 #define NVFP4_API __attribute__((visibility("default")))
 #endif
 
-#define NVFP4_ABI_VERSION 2
+#define NVFP4_ABI_VERSION 3
 
 typedef enum {
   NVFP4_OK = 0,
@@ -81,37 +81,61 @@ NVFP4_API int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t row
 NVFP4_API int nvfp4_rms_norm(const void* x, int dtype, int64_t rows, int64_t cols, int64_t x_row_stride,
                              const void* weight, float eps, void* out, void* stream);
 
-// Hopper (sm_90a) NVFP4-weight GEMM:  out[m, n] = alpha[m] * sum_k act[m, k] * (w[n, k] * w_scale[n, k/16]) + bias[n]
-//   act:        [M, K] bf16, row stride act_row_stride; exact dequantized NVFP4 activations (W4A4) or raw bf16
-//               activations (W4A16).
-//   w_packed:   [N, K/2] uint8 row-major; w_scales: swizzled e4m3 for N rows and K/16 groups.
-//   alpha:      device fp32; one value when alpha_per_row == 0, else M values.
-//   bias:       [N] in out_dtype, or NULL.
-//   out:        [M, N] out_dtype, row stride out_row_stride.
-//   invariant:  1 = the K reduction order of every output element is a function of (N, K) only.
-//   workspace:  at least nvfp4_sm90_gemm_workspace_size(M, N, K, invariant) bytes (may be NULL when that is 0).
-//   Split-K calls (M <= 64 with more than one K chunk) add the chunk sums in chunk order inside one thread-block
-//   cluster (one kernel, no workspace) or through fp32 partials in the workspace and a second kernel; both give the
-//   same bits. The workspace size tells which: 0 for the cluster (and for calls that do not split).
-NVFP4_API int nvfp4_sm90_gemm_workspace_size(int64_t M, int64_t N, int64_t K, int invariant, size_t* bytes);
-// The plan nvfp4_sm90_gemm follows for (M, N, K, invariant) on the current device: token tile (wgmma N), K chunk
-// length (fixes the reduction order), number of chunks, and NVFP4_SM90_REDUCE_* (NONE when the call does not split).
+// The K-chunk rule (python/nvfp4/chunking.py): the chunk length that fixes every invariant output's reduction order
+// for an N x K layer, from (N, K) alone. Host only; exists in every build.
+NVFP4_API int nvfp4_chunk_k(int64_t N, int64_t K, int64_t* chunk_k);
+
+// ==== Hopper (sm_90a: compute capability 9.0 only) ===============================================================
+// The NVFP4 linear layer:  out[m, n] = alpha_m * sum_k a[m, k] * (w[n, k] * w_scale[n, k/16]) + bias[n]
+//   w_prepacked: the Hopper runtime layout of the weights and block scales (cpp/kernels/sm90/layout.h; made by
+//                python/nvfp4/backends/sm90.py), nvfp4_sm90_prepacked_bytes(N, K) bytes, 16-byte aligned.
+//   x:           [M, K] activations, row stride x_row_stride (multiple of 8 elements), 16-byte aligned, dtype x_dtype;
+//                out has the same dtype.
+//   act:         NVFP4_SM90_ACT_BF16: x (bf16) is the operand a as is (W4A16 activations, or exact dequantized NVFP4
+//                activations), alpha holds 1 value or M values (alpha_per_row).
+//                NVFP4_SM90_ACT_QUANT_PER_TOKEN / _QUANT_STATIC: x (bf16 or fp16) is quantized per row by the
+//                activation recipe (nvfp4_quantize_activations' bytes) with per-token or *static_scale decode scales;
+//                a = the exact dequantized values, alpha_m = row decode scale * alpha[0] (the weight's global scale,
+//                alpha_per_row = 0). Up to 16 rows are quantized inside the GEMM (one launch), more by the
+//                standalone quantizer into the workspace; the bytes are the same.
+//   bias:        [N] in x_dtype or NULL. out: [M, N], row stride out_row_stride.
+//   invariant:   1 = every output's K reduction order is a function of (N, K) only: K in chunks of
+//                nvfp4_chunk_k(N, K), each chunk's sum from zero, chunk sums added in order to zero.
+//   chunk_k:     0 = the rule above; else a multiple of 256 to use instead (a row-parallel shard of a larger layer
+//                uses the whole layer's chunk).
+//   chunk_partials: NULL, or fp32 [nchunks][M][N] that receives every chunk's sum (no alpha, bias or rounding)
+//                instead of out: the pieces a tensor-parallel reduction adds in chunk order.
+//   workspace:   nvfp4_sm90_linear_workspace_size(...) bytes, 256-byte aligned (NULL when 0).
+// The plan (token tile, chunk, how a tile's chunks are spread over CTAs and added, fused quantizer) depends on M and
+// the device for speed; the bits do not. nvfp4_sm90_linear_plan reports it for the current device.
+#define NVFP4_SM90_ACT_BF16 0
+#define NVFP4_SM90_ACT_QUANT_PER_TOKEN 1
+#define NVFP4_SM90_ACT_QUANT_STATIC 2
 #define NVFP4_SM90_REDUCE_NONE 0
 #define NVFP4_SM90_REDUCE_CLUSTER 1
 #define NVFP4_SM90_REDUCE_KERNEL 2
-NVFP4_API int nvfp4_sm90_gemm_plan(int64_t M, int64_t N, int64_t K, int invariant, int* token_tile, int* chunk_k,
-                                   int* splits, int* reduce);
-// Occupancy behind the automatic choice: CTAs per SM of the token_tile kernel, and how many clusters of cluster_size
-// (1..16) of them the current device holds at once (0: it cannot schedule one).
+NVFP4_API int nvfp4_sm90_prepacked_bytes(int64_t N, int64_t K, size_t* bytes);
+NVFP4_API int nvfp4_sm90_linear_workspace_size(int64_t M, int64_t N, int64_t K, int act, int invariant,
+                                               int64_t chunk_k, int partials_out, size_t* bytes);
+NVFP4_API int nvfp4_sm90_linear_plan(int64_t M, int64_t N, int64_t K, int act, int invariant, int64_t chunk_k,
+                                     int* token_tile, int* chunk_k_out, int* nchunks, int* splits, int* reduce,
+                                     int* fused);
+NVFP4_API int nvfp4_sm90_linear(const void* x, int x_dtype, int64_t x_row_stride, int act, const float* static_scale,
+                                const float* alpha, int alpha_per_row, int64_t M, int64_t N, int64_t K,
+                                const uint8_t* w_prepacked, const void* bias, void* out, int64_t out_row_stride,
+                                int invariant, int64_t chunk_k, float* chunk_partials, void* workspace,
+                                size_t workspace_bytes, void* stream);
+// CTAs per SM of the token_tile kernel, and how many clusters of cluster_size (1..16) of them the current device holds
+// at once (0: it cannot schedule one).
 NVFP4_API int nvfp4_sm90_occupancy(int token_tile, int cluster_size, int* ctas_per_sm, int* max_clusters);
-// Forces the split reduction of later calls in this process: 0 = automatic (default), NVFP4_SM90_REDUCE_CLUSTER or
-// NVFP4_SM90_REDUCE_KERNEL (for tests and benchmarks; forcing CLUSTER fails where the device cannot schedule it).
+// Switches for tests and benchmarks, for later calls in this process; none changes a bit.
+//   set_split_reduce: 0 = automatic, NVFP4_SM90_REDUCE_CLUSTER or _KERNEL for calls that split their chunks
+//                     (forcing CLUSTER fails where the device cannot schedule it).
+//   set_fused:        0 = automatic, 1 = quantize inside the GEMM wherever that kernel serves, 2 = never.
+//   set_sm_count:     0 = the device's, else plan as if the GPU had this many SMs.
 NVFP4_API int nvfp4_sm90_set_split_reduce(int mode);
-NVFP4_API int nvfp4_sm90_gemm(const void* act, int64_t act_row_stride, int64_t M, int64_t N, int64_t K,
-                              const uint8_t* w_packed, const uint8_t* w_scales, const float* alpha,
-                              int alpha_per_row, const void* bias, void* out, int out_dtype,
-                              int64_t out_row_stride, int invariant, void* workspace, size_t workspace_bytes,
-                              void* stream);
+NVFP4_API int nvfp4_sm90_set_fused(int mode);
+NVFP4_API int nvfp4_sm90_set_sm_count(int sms);
 
 // ==== Blackwell ==================================================================================================
 // SM100 (sm_100a: B200/GB200, compute capability 10.0 only) and SM120 (sm_120a: RTX 50 / RTX PRO, 12.0 only)

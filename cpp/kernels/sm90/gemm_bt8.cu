@@ -1,5 +1,5 @@
-// NVFP4 GEMM kernel config: token tile (wgmma N) = 8. Compile with -gencode arch=compute_90a,code=sm_90a only.
-#include "launch.cuh"
+// NVFP4 GEMM kernels of the 8-token tile (kernel.cuh). Compile for sm_90a only.
+#include "tile.cuh"
 
 namespace nvfp4 {
 namespace sm90 {

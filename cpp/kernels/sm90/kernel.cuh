@@ -1,53 +1,95 @@
-// Hopper (sm_90a) NVFP4-weight x bf16-activation GEMM kernel: D^T = W * X^T with RS-wgmma.
+// Hopper (sm_90a) NVFP4-weight GEMM: out^T = W * X^T with register-operand bf16 wgmma (RS form), one kernel family
+// for every M (the token tile BT = wgmma N is 8, 16, 32, 64 or 128).
 //
-// CTA: 256 threads = 2 warpgroups; warpgroup wg owns weight rows [n0 + 64*wg, n0 + 64*wg + 64) of a 128-row tile
-// and all BT tokens of the token tile. K is walked in BK-wide tiles through a STAGES-deep cp.async ring
-// (weights 8-byte chunks, scales the 512-byte 128x4 atoms as stored, activations 16-byte chunks placed in the
-// no-swizzle K-major core-matrix layout wgmma reads). Each thread dequantises its A fragment from shared memory:
-//   e2m1 nibble -> bf16 bits equal to e2m1 * 2^-126 (sign, 2 exponent bits, 1 mantissa bit dropped into place;
-//   the code for 0.5 becomes a bf16 subnormal), then one bf16x2 multiply by (block scale * 2^119) taken from a
-//   256-entry shared table. The product e2m1 * scale * 2^-7 is exact in bf16 (<= 6 significant bits, normal
-//   range); the epilogue multiplies by alpha * 2^7 (exact power of two).
-// Reduction order: within a chunk of kc K-elements the k16 wgmmas accumulate in K order from zero; chunk sums are
-// added in order to a zero-initialised total (config.h explains why this makes the result independent of M).
-// Split modes (one CTA per (tile, chunk)) add the chunk sums in the same order, either through distributed shared
-// memory inside one thread-block cluster (kSplitCluster: one kernel per call) or through fp32 partials in global
-// memory and nvfp4_sm90_reduce_kernel (kSplitPartials: two kernels per call); the bits are the same.
+// CTA = 3 warpgroups (384 threads). Warpgroup 0 produces: one thread copies each stage's weights and scales (8 slabs
+// of the runtime layout in layout.h, one bulk copy each) and, for bf16 activation operands, the activations (TMA, 128B
+// swizzle, zero fill past M and K); with the fused quantizer (ActSource kActQuant) all 128 threads quantize the raw
+// bf16/fp16 activations of the stage themselves (quantize_block.cuh, the bytes of the standalone quantizer) into the
+// same swizzled layout. Warpgroups 1 and 2 consume: each owns 64 weight rows x BT tokens, reads its A fragment with
+// one 16-byte and one 8-byte shared-memory load per lane and 64-k group, dequantizes it with whole-word integer ops
+// (e2m1 * 2^-126 as bf16 bits) and one bf16x2 multiply by (block scale * 2^119) from a 256-entry table (the product
+// e2m1 * scale * 2^-7 is exact in bf16), and issues 4 k16 wgmmas per group with one commit group in flight while
+// the next group is dequantized. Full/empty mbarriers per stage; no block-wide barrier in the main loop.
+//
+// Reduction order (config.h): K is cut into chunks of kc; each chunk's k16 wgmma chain starts from zero in K order;
+// chunk sums are added in chunk order to a zero-initialised total (0 + s0 + s1 + ...). Whether a CTA walks every
+// chunk (kWholeK), or the chunks of a tile are spread over `splits` CTAs that add them in a thread-block cluster
+// (kSplitCluster, through distributed shared memory) or through fp32 partials and a second kernel (kSplitPartials),
+// does not change a bit; neither do BT, the activation source or the number of CTAs.
 #pragma once
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
+#include "../quantize_block.cuh"
+#include "layout.h"
 #include "wgmma_rs.cuh"
 
 namespace nvfp4 {
 namespace sm90 {
 
-// How a CTA covers K and where its chunk sums go.
 enum KernelMode : int {
-  kWholeK = 0,         // the CTA walks every chunk and stores the output
-  kSplitPartials = 1,  // blockIdx.z is the chunk; fp32 partials to global memory, reduced by a second kernel
-  kSplitCluster = 2,   // blockIdx.z is the chunk and the cluster rank; the cluster reduces through DSMEM
+  kWholeK = 0,         // the CTA walks every chunk of its tile and stores the output
+  kSplitPartials = 1,  // blockIdx.z is the CTA's rank among its tile's CTAs; fp32 chunk sums to global memory
+  kSplitCluster = 2,   // blockIdx.z is the rank in the tile's cluster; the cluster adds the chunk sums through DSMEM
 };
-// Largest cluster the split-cluster mode launches (16 needs cudaFuncAttributeNonPortableClusterSizeAllowed).
-constexpr int kMaxClusterSplits = 16;
+enum ActSource : int {
+  kActTma = 0,    // bf16 operand in global memory (W4A16 activations, or the standalone quantizer's output)
+  kActQuant = 1,  // raw bf16/fp16 activations quantized per row inside the kernel (W4A4, static or per-token)
+};
+constexpr int kThreads = 384;
+constexpr int kMaxClusterSplits = 16;  // 16 needs cudaFuncAttributeNonPortableClusterSizeAllowed
 
 struct GemmParams {
-  const __nv_bfloat16* act;
-  int64_t act_stride;  // elements
   int M, N, K;
-  const uint8_t* w;       // [N, K/2]
-  const uint8_t* scales;  // swizzled 128x4
-  int G4;                 // ceil(K/64)
+  int kc;        // chunk length (multiple of 256)
+  int nchunks;   // ceil(K / kc)
+  int cpc;       // split modes: chunks per CTA (rank r owns chunks [r*cpc, (r+1)*cpc))
+  int kg_total;  // ceil(K / 64): 64-k groups per slab in the runtime layout
+  const uint8_t* w;  // runtime layout (layout.h)
+  // kActTma: alpha[0] or alpha[m] (alpha_per_row). kActQuant: alpha[0] is the weight's global scale, the kernel
+  // multiplies it by each row's decode scale as the standalone quantizer does.
   const float* alpha;
   int alpha_per_row;
   const void* bias;  // [N] out dtype or null
   void* out;
   int64_t out_stride;  // elements
-  int kc;              // chunk length in K (multiple of 256)
-  float* partial;      // kSplitPartials: [splits][M][N] fp32
+  float* partial;      // kSplitPartials: [nchunks][M][N] chunk sums (without alpha or bias)
+  const void* x;       // kActQuant: raw activations [M][x_stride]
+  int64_t x_stride;    // elements
+  const float* static_scale;  // kActQuant: device fp32 decode scale, or null for per-token scales
 };
+
+template <int BT>
+struct Tile {
+  static constexpr int KG = BT <= 64 ? 4 : 2;  // 64-k groups per stage: BK = 256 for decode tiles, 128 for prefill
+  static constexpr int BK = KG * kKGroup;
+  static constexpr int STAGES = BT <= 64 ? 4 : 5;
+  static constexpr int kActBox = BT * 128;  // one 64-k TMA box of BT token rows (128B swizzle)
+  static constexpr int kAct = KG * kActBox;
+  static constexpr int kSlabBytes = KG * kGroupBytes;
+  static constexpr int kW = 8 * kSlabBytes;
+  static constexpr int kStage = kAct + kW;
+  static constexpr int kRing = STAGES * kStage;
+  static constexpr int kTable = 1024;
+  static constexpr int kAmax = kMaxClusterSplits * BT * 4;  // [rank][row] partial row amaxes
+  static constexpr int kS2 = (BT * 4 + 15) / 16 * 16;      // [row] decode scales
+  static constexpr int kBars = 2 * STAGES * 8;
+  static constexpr int kTotal = 1024 + kRing + kTable + kAmax + kS2 + kBars;  // +1024: runtime alignment slack
+  // Two CTAs per SM for the smallest tiles (their registers and shared memory fit twice): more bytes in flight.
+  static constexpr int kMinBlocks = BT <= 16 ? 2 : 1;
+  // Tiles of 32 tokens and more run one CTA per SM and need more than 168 registers per consumer thread: the
+  // producer warpgroup (copies only: the fused quantizer serves smaller tiles) gives its registers away.
+  static constexpr bool kSetMaxNreg = BT >= 32;
+  // Split modes: chunks per CTA, each chunk's sum kept in registers until the end.
+  static constexpr int kMaxCpc = BT <= 32 ? 4 : (BT <= 64 ? 2 : 1);
+  static_assert(kActBox % 1024 == 0 && kStage % 1024 == 0, "128B-swizzle boxes need 1024-byte alignment");
+  static_assert(BT > 64 || (BT / 2 + kMaxClusterSplits) * kMaxCpc * 1024 <= kRing, "the cluster inbox fits the ring");
+};
+
+// --- numerics shared with the reduction kernel --------------------------------------------------------------------
 
 template <typename OutT>
 __device__ __forceinline__ OutT to_out(float v);
@@ -62,23 +104,15 @@ __device__ __forceinline__ float from_out<__nv_bfloat16>(__nv_bfloat16 v) { retu
 template <>
 __device__ __forceinline__ float from_out<__half>(__half v) { return __half2float(v); }
 
-// The one epilogue formula, shared by the fused and the split (reduction-kernel) paths so both give the same bits.
-// `total` carries the 2^-7 factor of the dequantised weights.
+// The one epilogue formula. `total` carries the 2^-7 factor of the dequantised weights.
 __device__ __forceinline__ float epilogue_value(float total, float alpha, float bias) {
   return __fmaf_rn(total, __fmul_rn(alpha, 128.0f), bias);
 }
 
-// Stores out[m, n] from its chunk total and its already loaded alpha and bias.
 template <typename OutT>
-__device__ __forceinline__ void store_output(const GemmParams& p, int m, int n, float total, float alpha, float bias) {
-  static_cast<OutT*>(p.out)[static_cast<int64_t>(m) * p.out_stride + n] = to_out<OutT>(epilogue_value(total, alpha, bias));
-}
-
-template <typename OutT>
-__device__ __forceinline__ void store_output(const GemmParams& p, int m, int n, float total) {
-  const float a = p.alpha[p.alpha_per_row ? m : 0];
+__device__ __forceinline__ void store_output(const GemmParams& p, int m, int n, float total, float alpha) {
   const float b = p.bias ? from_out<OutT>(static_cast<const OutT*>(p.bias)[n]) : 0.0f;
-  store_output<OutT>(p, m, n, total, a, b);
+  static_cast<OutT*>(p.out)[static_cast<int64_t>(m) * p.out_stride + n] = to_out<OutT>(epilogue_value(total, alpha, b));
 }
 
 // bf16x2 bits of (e4m3 byte value) * 2^119, both halves equal; NaN for the e4m3 NaN codes.
@@ -97,28 +131,12 @@ __device__ __forceinline__ uint32_t scale_entry(int b) {
   return h | (h << 16);
 }
 
-// One packed byte (two e2m1 codes, element 2j low) -> bf16x2 {lo = low nibble, hi = high nibble} of e2m1 * 2^-126.
-__device__ __forceinline__ uint32_t e2m1x2_raw(uint32_t x) {
-  const uint32_t q = x * 0x01001000u;  // low nibble at bits 12..15, high nibble at bits 28..31
-  return (q & 0x80008000u) | ((q >> 6) & 0x01C001C0u);
-}
+// --- PTX wrappers ---------------------------------------------------------------------------------------------------
 
 __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
   uint32_t d;
   asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
   return d;
-}
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async8(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 8 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -131,247 +149,414 @@ __device__ __forceinline__ void fence_regs(float (&r)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
-
-// Cluster barrier halves. arrive.release orders this CTA's earlier shared-memory accesses (reads included) before
-// what other CTAs do after their wait.acquire; between the two a CTA may do work that needs no other CTA.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred P1;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+      "@P1 bra DONE_%=;\nbra WAIT_%=;\nDONE_%=:\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// One contiguous global -> shared copy by the bulk copy engine, completing on `bar`.
+__device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+__device__ __forceinline__ void tma_2d(uint32_t dst, const CUtensorMap* tm, int c0, int c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(tm)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ uint2 lds64(uint32_t addr) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ void sts128(uint32_t addr, uint4 v) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+// Cluster barrier halves. arrive.release orders this CTA's earlier shared-memory accesses before what other CTAs do
+// after their wait.acquire.
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_sync() {
+  cluster_arrive();
+  cluster_wait();
+}
 // Stores an fp32 at shared address `local` of this CTA's layout into the shared memory of cluster rank `rank`.
 __device__ __forceinline__ void st_cluster_f32(uint32_t local, int rank, float v) {
   uint32_t remote;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
   asm volatile("st.shared::cluster.f32 [%0], %1;\n" ::"r"(remote), "f"(v) : "memory");
 }
-
-// No-swizzle K-major descriptor: LBO = distance between the two 8-element K halves, SBO = between 8-row groups.
-__device__ __forceinline__ uint64_t make_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo) {
-  return static_cast<uint64_t>((saddr >> 4) & 0x3FFF) | (static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16) |
-         (static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32);
+// Barrier of the producer warpgroup alone (id 1; id 0 is __syncthreads).
+__device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;\n" ::: "memory"); }
+// 128B-swizzle K-major descriptor (SBO = 1024: 8 token rows of 128 bytes; LBO unused).
+__device__ __forceinline__ uint64_t make_desc_sw128(uint32_t saddr) {
+  return static_cast<uint64_t>((saddr >> 4) & 0x3FFF) | (1ull << 16) | (64ull << 32) | (1ull << 62);
 }
 
-template <int BT, int BK, int STAGES>
-struct Layout {
-  static constexpr int kA = BT * BK * 2;         // activations, core-matrix layout
-  static constexpr int kWRow = BK / 2 + 16;      // weight row pitch in bytes (+16: conflict-free byte reads)
-  static constexpr int kW = 128 * kWRow;         // weights
-  static constexpr int kS = (BK / 64) * 512;     // scale atoms
-  static constexpr int kStage = kA + kW + kS;
-  static constexpr int kTable = 256 * 4;
-  static constexpr int kTotal = STAGES * kStage + kTable;
-  static_assert(kA % 16 == 0 && kW % 16 == 0 && kS % 16 == 0, "16-byte aligned regions");
-};
+// One k16 step of a lane's A fragment from its word `w` of the runtime layout (layout.h) and the table entries of
+// the two rows' block scales.
+__device__ __forceinline__ void dequant_step(uint32_t w, uint32_t sc_lo, uint32_t sc_hi, uint32_t (&a)[4]) {
+  const uint32_t a3 = ((w >> 4) & 0x00C000C0u) | ((w >> 5) & 0x01000100u) | ((w << 1) & 0x80008000u);
+  a[0] = bf16x2_mul(w & kPairMask, sc_lo);         // row g,   k 2t, 2t+1
+  a[1] = bf16x2_mul((w << 3) & kPairMask, sc_hi);  // row g+8, k 2t, 2t+1
+  a[2] = bf16x2_mul((w << 6) & kPairMask, sc_lo);  // row g,   k 2t+8, 2t+9
+  a[3] = bf16x2_mul(a3, sc_hi);                    // row g+8, k 2t+8, 2t+9
+}
 
-template <int BT>
-struct MinBlocks {
-  static constexpr int value = BT <= 32 ? 2 : 1;
-};
+// --- the kernel -----------------------------------------------------------------------------------------------------
 
-// MODE: a KernelMode.
-template <int BT, int BK, int STAGES, typename OutT, int MODE>
-__global__ void __launch_bounds__(256, MinBlocks<BT>::value) nvfp4_sm90_gemm_kernel(const __grid_constant__ GemmParams p) {
-  using L = Layout<BT, BK, STAGES>;
-  constexpr int KG = BK / 64;  // 64-wide K groups per tile (one wgmma commit group each)
-  static_assert(KG % 2 == 0 || KG == 1, "A double buffer parity");
-  extern __shared__ __align__(128) uint8_t smem[];
-  uint32_t* table = reinterpret_cast<uint32_t*>(smem + STAGES * L::kStage);
+template <int BT, typename OutT, int MODE, int ACT, typename XT>
+__global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
+    nvfp4_sm90_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap tm_act) {
+  using T = Tile<BT>;
+  static_assert(ACT == kActTma || BT <= 16, "the fused quantizer serves decode tiles");
+  static_assert(MODE != kSplitCluster || BT <= 64, "split-K serves decode tiles");
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  const uint32_t raw_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t smem_base = (raw_base + 1023u) & ~1023u;
+  uint8_t* smem = smem_raw + (smem_base - raw_base);
+  uint32_t* table = reinterpret_cast<uint32_t*>(smem + T::kRing);
+  const uint32_t amax_base = smem_base + T::kRing + T::kTable;  // [rank][row] fp32
+  float* amax_all = reinterpret_cast<float*>(smem + T::kRing + T::kTable);
+  float* s2_row = reinterpret_cast<float*>(smem + T::kRing + T::kTable + T::kAmax);
+  const uint32_t bar_base = smem_base + T::kRing + T::kTable + T::kAmax + T::kS2;
+  auto full = [&](int s) { return bar_base + 8 * s; };
+  auto empty = [&](int s) { return bar_base + 8 * (T::STAGES + s); };
   const int tid = threadIdx.x;
-  table[tid] = scale_entry(tid);
 
-  const int M = p.M, N = p.N, K = p.K;
-  const int m0 = blockIdx.x * BT;
-  const int n0 = blockIdx.y * 128;
-  constexpr bool SPLIT = MODE != kWholeK;
-  int kbeg = 0, kend = K;
-  if (SPLIT) {
-    kbeg = blockIdx.z * p.kc;
-    kend = min(K, kbeg + p.kc);
+  if (tid >= 128) table[tid - 128] = scale_entry(tid - 128);
+  if (tid == 0) {
+#pragma unroll
+    for (int s = 0; s < T::STAGES; ++s) {
+      mbar_init(full(s), ACT == kActQuant ? 5 : 1);  // the copy thread's expect_tx (+ one arrive per quantizer warp)
+      mbar_init(empty(s), 8);                        // one arrive per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   }
-  const int ntiles = (kend - kbeg + BK - 1) / BK;
-  const int tiles_per_chunk = p.kc / BK;
-  const int64_t wrow_bytes = K / 2;
-  const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  __syncthreads();
 
-  auto load_tile = [&](int stage, int kt) {
-    const int k0 = kbeg + kt * BK;
-    const uint32_t sA = smem_base + stage * L::kStage;
-    const uint32_t sW = sA + L::kA;
-    const uint32_t sS = sW + L::kW;
-#pragma unroll
-    for (int i = tid; i < BT * (BK / 8); i += 256) {
-      const int tok = i / (BK / 8), kc8 = i % (BK / 8);
-      const int m = m0 + tok, k = k0 + kc8 * 8;
-      const bool v = m < M && k < kend;
-      const void* src = v ? static_cast<const void*>(p.act + static_cast<int64_t>(m) * p.act_stride + k) : p.act;
-      cp_async16(sA + (kc8 * (BT / 8) + tok / 8) * 128 + (tok % 8) * 16, src, v);
+  // Tile coordinates. Grouped rasterisation (numerically irrelevant): groups of 16 weight tiles, token tiles inside a
+  // group, weight tile fastest, so that a wave shares a few weight and activation tiles through L2.
+  constexpr int kGroupN = 16;
+  const int tiles_n = (p.N + 127) / 128;
+  const int tiles_m = (p.M + BT - 1) / BT;
+  const int pid = blockIdx.x;
+  const int group = pid / (kGroupN * tiles_m);
+  const int first_n = group * kGroupN;
+  const int gn = min(kGroupN, tiles_n - first_n);
+  const int within = pid - group * kGroupN * tiles_m;
+  const int n0 = (first_n + within % gn) * 128, m0 = (within / gn) * BT;
+  const int rank = MODE == kWholeK ? 0 : static_cast<int>(blockIdx.z);
+  const int splits = MODE == kWholeK ? 1 : static_cast<int>(gridDim.z);
+  const int c_begin = MODE == kWholeK ? 0 : rank * p.cpc;
+  const int c_end = MODE == kWholeK ? p.nchunks : min(p.nchunks, c_begin + p.cpc);
+  const int kbeg = c_begin * p.kc;
+  const int kend = min(p.K, c_end * p.kc);
+  const int ntiles = (kend - kbeg + T::BK - 1) / T::BK;
+  const int rows_valid = min(BT, p.M - m0);
+  const int slabs = min(8, (p.N + kSlabRows - 1) / kSlabRows - n0 / kSlabRows);
+  const bool per_token = ACT == kActQuant && p.static_scale == nullptr;
+  // A cluster first exchanges the partial row amaxes of its K ranges (every thread takes part in the cluster
+  // barriers: one before the exchange, one after it).
+  const bool amax_exchange = MODE == kSplitCluster && per_token;
+
+  // Distributed shared memory may be written only once every CTA of the cluster runs.
+  if (amax_exchange) cluster_sync();
+
+  auto kgroups_in = [&](int kt) { return min(T::KG, (kend - (kbeg + kt * T::BK) + kKGroup - 1) / kKGroup); };
+
+  if (tid < 128) {
+    // ============================== producer warpgroup ==============================
+    if constexpr (T::kSetMaxNreg) {
+      // setmaxnreg.inc only draws on registers this CTA's warps released: 4 warps x (168 - 24) = 8 warps x (240 - 168).
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
     }
-#pragma unroll
-    for (int i = tid; i < 128 * (BK / 16); i += 256) {
-      const int r = i / (BK / 16), c = i % (BK / 16);
-      const int n = n0 + r, k = k0 + c * 16;
-      const bool v = n < N && k < kend;
-      const void* src = v ? static_cast<const void*>(p.w + static_cast<int64_t>(n) * wrow_bytes + k / 2) : p.w;
-      cp_async8(sW + r * L::kWRow + c * 8, src, v);
-    }
-#pragma unroll
-    for (int i = tid; i < KG * 32; i += 256) {
-      const int a = i / 32, c = i % 32;
-      const int g4 = k0 / 64 + a;
-      const bool v = g4 < p.G4 && k0 + a * 64 < kend;
-      const void* src =
-          v ? static_cast<const void*>(p.scales + (static_cast<int64_t>(n0 / 128) * p.G4 + g4) * 512 + c * 16) : p.scales;
-      cp_async16(sS + a * 512 + c * 16, src, v);
-    }
-  };
-
-  const int wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, t = lane % 4;
-  const int rA = wg * 64 + warp * 16 + g;  // this thread's rows: rA and rA + 8 (tile-local)
-  const int srowA = (rA % 32) * 16 + (rA / 32) * 4;
-  const int srowB = ((rA + 8) % 32) * 16 + ((rA + 8) / 32) * 4;
-
-  float acc[BT / 2];
-  float total[BT / 2];
-#pragma unroll
-  for (int i = 0; i < BT / 2; ++i) {
-    acc[i] = 0.0f;
-    total[i] = 0.0f;
-  }
-  uint32_t afrag[2][4][4];
-
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < ntiles) load_tile(s, s);
-    cp_async_commit();
-  }
-
-  for (int kt = 0; kt < ntiles; ++kt) {
-    cp_async_wait<STAGES - 2>();
-    __syncthreads();
-    {
-      const int nt = kt + STAGES - 1;
-      if (nt < ntiles) load_tile(nt % STAGES, nt);
-      cp_async_commit();
-    }
-    const int stage = kt % STAGES;
-    const uint8_t* sAp = smem + stage * L::kStage;
-    const uint8_t* wA = sAp + L::kA + rA * L::kWRow + t;
-    const uint8_t* wB = wA + 8 * L::kWRow;
-    const uint8_t* sc = sAp + L::kA + L::kW;
-    const uint32_t sAaddr = smem_base + stage * L::kStage;
-#pragma unroll
-    for (int kg = 0; kg < KG; ++kg) {
-      uint32_t(&af)[4][4] = afrag[kg & 1];
-#pragma unroll
-      for (int s4 = 0; s4 < 4; ++s4) {
-        const int s = kg * 4 + s4;  // k16 step within the tile = scale group within the tile
-        const uint32_t scA = table[sc[(s / 4) * 512 + srowA + (s % 4)]];
-        const uint32_t scB = table[sc[(s / 4) * 512 + srowB + (s % 4)]];
-        const uint32_t xA0 = wA[s * 8], xA1 = wA[s * 8 + 4];
-        const uint32_t xB0 = wB[s * 8], xB1 = wB[s * 8 + 4];
-        af[s4][0] = bf16x2_mul(e2m1x2_raw(xA0), scA);  // row g,   k 2t..2t+1
-        af[s4][1] = bf16x2_mul(e2m1x2_raw(xB0), scB);  // row g+8, k 2t..2t+1
-        af[s4][2] = bf16x2_mul(e2m1x2_raw(xA1), scA);  // row g,   k 2t+8..2t+9
-        af[s4][3] = bf16x2_mul(e2m1x2_raw(xB1), scB);  // row g+8, k 2t+8..2t+9
+    auto issue = [&](int kt) {  // thread 0: the stage's weights and scales (and bf16 activations)
+      const int s = kt % T::STAGES;
+      const int k0 = kbeg + kt * T::BK;
+      const int kgc = kgroups_in(kt);
+      const uint32_t stage = smem_base + s * T::kStage;
+      const uint32_t bytes = slabs * kgc * kGroupBytes + (ACT == kActTma ? kgc * T::kActBox : 0);
+      mbar_expect_tx(full(s), bytes);
+      const uint8_t* src = p.w + (static_cast<int64_t>(n0 / kSlabRows) * p.kg_total + k0 / kKGroup) * kGroupBytes;
+      for (int j = 0; j < slabs; ++j)
+        bulk_g2s(stage + T::kAct + j * T::kSlabBytes, src + static_cast<int64_t>(j) * p.kg_total * kGroupBytes,
+                 kgc * kGroupBytes, full(s));
+      if constexpr (ACT == kActTma) {
+        for (int kg = 0; kg < kgc; ++kg) tma_2d(stage + kg * T::kActBox, &tm_act, k0 + kg * kKGroup, m0, full(s));
       }
-      wgmma_fence();
-      fence_regs(acc);
-#pragma unroll
-      for (int s4 = 0; s4 < 4; ++s4) {
-        const int s = kg * 4 + s4;
-        const uint64_t desc = make_desc(sAaddr + (2 * s) * (BT / 8) * 128, (BT / 8) * 128, 128);
-        WgmmaRS<BT>::mma(acc, af[s4], desc, 1);
+    };
+    if constexpr (ACT == kActTma) {
+      if (tid == 0) {
+        for (int kt = 0; kt < ntiles; ++kt) {
+          if (kt >= T::STAGES) mbar_wait(empty(kt % T::STAGES), ((kt / T::STAGES) - 1) & 1);
+          issue(kt);
+        }
       }
-      wgmma_commit();
-      fence_regs(acc);
-      wgmma_wait<1>();
-    }
-    wgmma_wait<0>();
-    fence_regs(acc);
-    if ((kt + 1) % tiles_per_chunk == 0 || kt + 1 == ntiles) {
+    } else {
+      const int warp = tid / 32, lane = tid % 32;
+      // The first stages' slots are free: their weights are on the way while the row scales are computed.
+      if (tid == 0)
+        for (int kt = 0; kt < min(T::STAGES, ntiles); ++kt) issue(kt);
+      const XT* x = static_cast<const XT*>(p.x);
+      if (per_token) {
+        // Partial row amax over this CTA's K range, one warp per row; a max is exact in any order.
+        for (int r = warp; r < rows_valid; r += 4) {
+          const XT* row = x + static_cast<int64_t>(m0 + r) * p.x_stride + kbeg;
+          float amax = 0.f;
+          for (int c = lane; c < (kend - kbeg) / 8; c += 32) {
+            const uint4 raw = *reinterpret_cast<const uint4*>(row + c * 8);
+            const XT* e = reinterpret_cast<const XT*>(&raw);
 #pragma unroll
-      for (int i = 0; i < BT / 2; ++i) {
-        total[i] = __fadd_rn(total[i], acc[i]);
-        acc[i] = 0.0f;
-      }
-    }
-  }
-
-  // acc/total index i = j*4 + h*2 + e holds token m0 + 8j + 2t + e, row n0 + rA + 8h.
-  if constexpr (MODE == kSplitCluster) {
-    // Rank r of the cluster holds chunk r's sums. Total slot i (= j*4 + h*2 + e) of every thread is finished by
-    // rank i % S: each rank pushes its chunk sum for slot i into that rank's shared memory (the pipeline buffers,
-    // free once every rank is past its main loop), then the owner adds the S values in rank order to zero, which is
-    // the order of the partials path. Only the pushes cross CTAs, so no CTA waits for another after the second
-    // barrier.
-    static_assert((BT / 2 + kMaxClusterSplits - 1) * 1024 <= STAGES * L::kStage, "cluster inbox fits the stages");
-    const int splits = static_cast<int>(gridDim.z), rank = static_cast<int>(blockIdx.z);
-    cp_async_wait<0>();
-    cluster_arrive();  // this CTA no longer reads its stage buffers
-    // Epilogue operands of this thread's first owned slot, loaded while the slower ranks finish.
-    const int n_lo = n0 + rA, n_hi = n_lo + 8;
-    const float bias_lo = p.bias && n_lo < N ? from_out<OutT>(static_cast<const OutT*>(p.bias)[n_lo]) : 0.0f;
-    const float bias_hi = p.bias && n_hi < N ? from_out<OutT>(static_cast<const OutT*>(p.bias)[n_hi]) : 0.0f;
-    const int first_m = m0 + 8 * (rank / 4) + 2 * t + rank % 2;
-    const float alpha0 = p.alpha[p.alpha_per_row ? min(first_m, M - 1) : 0];
-    cluster_wait();
-    const uint32_t inbox = smem_base;  // [owned slot][source rank][256 threads] fp32 in the owner's layout
-    int owner = 0, local_slot = 0;  // of slot i: i % splits, i / splits
+            for (int i = 0; i < 8; ++i) amax = nan_max(amax, fabsf(to_float(e[i])));
+          }
 #pragma unroll
-    for (int i = 0; i < BT / 2; ++i) {
-      st_cluster_f32(inbox + static_cast<uint32_t>(((local_slot * splits + rank) * 256 + tid) * 4), owner, total[i]);
-      if (++owner == splits) owner = 0, ++local_slot;
-    }
-    cluster_arrive();
-    cluster_wait();  // every push into this CTA has landed
-    const float* box = reinterpret_cast<const float*>(smem);
-    for (int local_slot = 0, i = rank; i < BT / 2; ++local_slot, i += splits) {
-      float sum = 0.0f;
-      for (int r = 0; r < splits; ++r) sum = __fadd_rn(sum, box[(local_slot * splits + r) * 256 + tid]);
-      const int j = i / 4, h = (i / 2) % 2, e = i % 2;
-      const int m = m0 + 8 * j + 2 * t + e;
-      const int n = h ? n_hi : n_lo;
-      if (m < M && n < N) store_output<OutT>(p, m, n, sum, p.alpha_per_row ? p.alpha[m] : alpha0, h ? bias_hi : bias_lo);
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < BT / 8; ++j) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int m = m0 + 8 * j + 2 * t + e;
-          const int n = n0 + rA + 8 * h;
-          if (m < M && n < N) {
-            const float v = total[j * 4 + h * 2 + e];
-            if (MODE == kSplitPartials) {
-              p.partial[(static_cast<int64_t>(blockIdx.z) * M + m) * N + n] = v;
+          for (int off = 16; off > 0; off >>= 1) amax = nan_max(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+          if (lane == 0) {
+            if (amax_exchange) {
+              for (int q = 0; q < splits; ++q) st_cluster_f32(amax_base + (rank * BT + r) * 4, q, amax);
             } else {
-              store_output<OutT>(p, m, n, v);
+              amax_all[r] = amax;
             }
           }
         }
+        if (amax_exchange) cluster_sync();
+        producer_sync();
+        if (tid < rows_valid) {
+          float amax = amax_all[tid];
+          for (int q = 1; q < (amax_exchange ? splits : 1); ++q) amax = nan_max(amax, amax_all[q * BT + tid]);
+          s2_row[tid] = row_decode_scale(amax);
+        }
+      } else if (tid < rows_valid) {
+        s2_row[tid] = *p.static_scale;
       }
+      producer_sync();
+
+      for (int kt = 0; kt < ntiles; ++kt) {
+        const int s = kt % T::STAGES;
+        if (kt >= T::STAGES) {
+          mbar_wait(empty(s), ((kt / T::STAGES) - 1) & 1);
+          if (tid == 0) issue(kt);
+        }
+        const int k0 = kbeg + kt * T::BK;
+        const int blocks_per_row = kgroups_in(kt) * 4;
+        const uint32_t stage = smem_base + s * T::kStage;
+        for (int b = tid; b < rows_valid * blocks_per_row; b += 128) {
+          const int r = b / blocks_per_row, blk = b - r * blocks_per_row;
+          const int k = k0 + blk * kQuantBlock;
+          __align__(16) __nv_bfloat16 q[kQuantBlock];
+          if (k < p.K) {
+            float v[kQuantBlock];
+            load_block16(x + static_cast<int64_t>(m0 + r) * p.x_stride + k, v);
+            __nv_fp8_storage_t scale_byte;
+            float scale_value;
+            uint32_t codes[kQuantBlock];
+            quantize_block16(v, s2_row[r], scale_byte, scale_value, codes);
+#pragma unroll
+            for (int i = 0; i < kQuantBlock; ++i) q[i] = dequant_bf16(codes[i], scale_value);
+          } else {  // past K inside the last 64-k group: zeros (the weights there are zero; 0 * NaN must not happen)
+#pragma unroll
+            for (int i = 0; i < kQuantBlock; ++i) q[i] = __ushort_as_bfloat16(0);
+          }
+          // 128B swizzle: 16-byte chunk j of token row r sits at chunk j ^ (r % 8) of the row's 128 bytes.
+          const uint32_t row_addr = stage + (blk / 4) * T::kActBox + r * 128;
+          const int j = (blk % 4) * 2;
+          sts128(row_addr + (((j) ^ (r & 7)) << 4), reinterpret_cast<const uint4*>(q)[0]);
+          sts128(row_addr + (((j + 1) ^ (r & 7)) << 4), reinterpret_cast<const uint4*>(q)[1]);
+        }
+        // Generic-proxy stores read by wgmma (async proxy) next.
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncwarp();
+        if (lane == 0) mbar_arrive(full(s));
+      }
+    }
+    __syncwarp();  // the warp reconverges before the aligned cluster barriers
+    if constexpr (MODE == kSplitCluster) {  // the epilogue's two cluster barriers
+      cluster_sync();
+      cluster_sync();
+    }
+    return;
+  }
+
+  // ============================== consumer warpgroups ==============================
+  if constexpr (T::kSetMaxNreg) asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
+  if (amax_exchange) cluster_sync();
+  const int ctid = tid - 128;
+  const int wg = ctid / 128, warp = (ctid / 32) % 4, lane = ctid % 32, g = lane / 4, t = lane % 4;
+  const int rA = wg * 64 + warp * 16 + g;  // this thread's rows: rA and rA + 8 (tile-local)
+  const uint32_t slab_off = T::kAct + (wg * 4 + warp) * T::kSlabBytes;
+
+  constexpr int NS = MODE == kWholeK ? 1 : T::kMaxCpc;
+  float acc[BT / 2];
+  float sums[NS][BT / 2];  // kWholeK: the running total; split modes: each chunk's sum
+#pragma unroll
+  for (int i = 0; i < BT / 2; ++i) {
+    acc[i] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < NS; ++c) sums[c][i] = 0.0f;
+  }
+  uint32_t afrag[2][4][4];
+  uint4 wv;
+  uint2 sv;
+  auto load_raw = [&](uint32_t stage, int kg) {
+    const uint32_t base = stage + slab_off + kg * kGroupBytes;
+    wv = lds128(base + lane * 16);
+    sv = lds64(base + kGroupWeightBytes + g * 8);
+  };
+  auto dequant = [&](uint32_t(&af)[4][4]) {
+    const uint32_t wd[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const uint32_t sw = (s < 2 ? sv.x : sv.y) >> (16 * (s % 2));  // bytes: row g, row g+8 of step s
+      dequant_step(wd[s], table[sw & 0xFF], table[(sw >> 8) & 0xFF], af[s]);
+    }
+  };
+
+  int local_chunk = 0;
+  mbar_wait(full(0), 0);
+  load_raw(smem_base, 0);
+  for (int kt = 0; kt < ntiles; ++kt) {
+    const int s = kt % T::STAGES;
+    const uint32_t stage = smem_base + s * T::kStage;
+    const int kgc = kgroups_in(kt);
+#pragma unroll
+    for (int kg = 0; kg < T::KG; ++kg) {
+      if (kg < kgc) {
+        uint32_t(&af)[4][4] = afrag[kg & 1];
+        dequant(af);
+        wgmma_fence();
+        fence_regs(acc);
+#pragma unroll
+        for (int s4 = 0; s4 < 4; ++s4)
+          WgmmaRS<BT>::mma(acc, af[s4], make_desc_sw128(stage + kg * T::kActBox + s4 * 32), 1);
+        wgmma_commit();
+        fence_regs(acc);
+        // The next group's raw words, read while this group's wgmmas run.
+        if (kg + 1 < kgc) {
+          load_raw(stage, kg + 1);
+        } else if (kt + 1 < ntiles) {
+          const int s1 = (kt + 1) % T::STAGES;
+          mbar_wait(full(s1), ((kt + 1) / T::STAGES) & 1);
+          load_raw(smem_base + s1 * T::kStage, 0);
+        }
+        wgmma_wait<1>();
+        // Every group issued before this one has completed, the previous stage's last one included: its slot is free.
+        if (kg == 0 && kt > 0 && lane == 0) mbar_arrive(empty((kt - 1) % T::STAGES));
+      }
+    }
+    const int k1 = kbeg + (kt + 1) * T::BK;
+    if (k1 % p.kc == 0 || kt + 1 == ntiles) {  // a chunk ends with this stage
+      wgmma_wait<0>();
+      fence_regs(acc);
+#pragma unroll
+      for (int i = 0; i < BT / 2; ++i) {
+        if constexpr (MODE == kWholeK) {
+          sums[0][i] = __fadd_rn(sums[0][i], acc[i]);
+        } else {
+#pragma unroll
+          for (int c = 0; c < NS; ++c)
+            if (c == local_chunk) sums[c][i] = acc[i];
+        }
+        acc[i] = 0.0f;
+      }
+      ++local_chunk;
+    }
+  }
+  wgmma_wait<0>();
+
+  // acc/sums index i = j*4 + h*2 + e holds token m0 + 8j + 2t + e, row n0 + rA + 8h.
+  auto alpha_of = [&](int m) {
+    if constexpr (ACT == kActQuant) return row_alpha(s2_row[m - m0], p.alpha[0]);
+    return p.alpha[p.alpha_per_row ? m : 0];
+  };
+  if constexpr (MODE == kWholeK) {
+#pragma unroll
+    for (int i = 0; i < BT / 2; ++i) {
+      const int j = i / 4, h = (i / 2) % 2, e = i % 2;
+      const int m = m0 + 8 * j + 2 * t + e, n = n0 + rA + 8 * h;
+      if (m < p.M && n < p.N) store_output<OutT>(p, m, n, sums[0][i], alpha_of(m));
+    }
+  } else if constexpr (MODE == kSplitPartials) {
+#pragma unroll
+    for (int i = 0; i < BT / 2; ++i) {
+      const int j = i / 4, h = (i / 2) % 2, e = i % 2;
+      const int m = m0 + 8 * j + 2 * t + e, n = n0 + rA + 8 * h;
+      if (m < p.M && n < p.N) {
+#pragma unroll
+        for (int c = 0; c < NS; ++c)
+          if (c < c_end - c_begin)
+            p.partial[(static_cast<int64_t>(c_begin + c) * p.M + m) * p.N + n] = sums[c][i];
+      }
+    }
+  } else {
+    // Slot i of every thread is finished by rank i % splits: each rank pushes its chunk sums for slot i into that
+    // rank's shared memory (the stage ring, free once every rank is past its main loop), then the owner adds the
+    // nchunks values in chunk order to zero, which is the order of the whole-K and partials paths.
+    cluster_sync();  // every CTA of the cluster has stopped reading its ring
+    const uint32_t inbox = smem_base;  // [owned slot][chunk][256 consumer threads] fp32, in the owner's layout
+#pragma unroll
+    for (int i = 0; i < BT / 2; ++i) {
+      const int owner = i % splits, local_slot = i / splits;
+#pragma unroll
+      for (int c = 0; c < NS; ++c)
+        if (c < c_end - c_begin)
+          st_cluster_f32(inbox + ((local_slot * p.nchunks + c_begin + c) * 256 + ctid) * 4, owner, sums[c][i]);
+    }
+    cluster_sync();  // every push into this CTA has landed
+    const float* box = reinterpret_cast<const float*>(smem);
+    for (int local_slot = 0, i = rank; i < BT / 2; ++local_slot, i += splits) {
+      float total = 0.0f;
+      for (int c = 0; c < p.nchunks; ++c) total = __fadd_rn(total, box[(local_slot * p.nchunks + c) * 256 + ctid]);
+      const int j = i / 4, h = (i / 2) % 2, e = i % 2;
+      const int m = m0 + 8 * j + 2 * t + e, n = n0 + rA + 8 * h;
+      if (m < p.M && n < p.N) store_output<OutT>(p, m, n, total, alpha_of(m));
     }
   }
 }
 
-// Ordered reduction of the split partials: total = 0 + p0 + p1 + ... (same as the in-register chunk sum).
+// Ordered reduction of the split partials: total = 0 + s0 + s1 + ... (the order of the in-CTA chunk total).
 template <typename OutT>
-__global__ void nvfp4_sm90_reduce_kernel(const __grid_constant__ GemmParams p, int splits) {
+__global__ void nvfp4_sm90_reduce_kernel(const __grid_constant__ GemmParams p) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t MN = static_cast<int64_t>(p.M) * p.N;
   if (idx >= MN) return;
   float total = 0.0f;
-  for (int s = 0; s < splits; ++s) total = __fadd_rn(total, p.partial[s * MN + idx]);
+  for (int c = 0; c < p.nchunks; ++c) total = __fadd_rn(total, p.partial[c * MN + idx]);
   const int m = static_cast<int>(idx / p.N), n = static_cast<int>(idx % p.N);
-  store_output<OutT>(p, m, n, total);
+  store_output<OutT>(p, m, n, total, p.alpha[p.alpha_per_row ? m : 0]);
 }
 
-// Host side of one token tile BT, each defined in its own gemm_btN.cu (launch.cuh).
+// Host side of one token tile, defined in gemm_btN.cu (tile.cuh).
+struct LaunchArgs {
+  int mode;      // KernelMode
+  int act;       // ActSource
+  int out_dtype;  // nvfp4_dtype; with kActQuant also the activations' dtype
+  int splits;    // CTAs per tile along K (gridDim.z) in the split modes
+};
 struct TileEntry {
-  // Launches the GEMM kernel (the reduction kernel of kSplitPartials is launched by dispatch.cu).
-  int (*launch)(const GemmParams& p, int out_dtype, int mode, int splits, cudaStream_t stream);
-  // Occupancy of this tile's kernel on the current device: CTAs per SM of the plain launch, and how many
-  // `splits`-CTA clusters fit at once (0: a cluster of that size cannot be scheduled).
+  int (*launch)(const GemmParams& p, const LaunchArgs& a, const CUtensorMap* tm_act, cudaStream_t stream);
+  // CTAs per SM of this tile's kernel, and how many clusters of `splits` CTAs fit at once (0: none can be scheduled).
   int (*occupancy)(int splits, int* ctas_per_sm, int* max_clusters);
 };
 TileEntry tile_bt8();

@@ -1,9 +1,13 @@
 """Hopper (sm_90a: H100/H200, compute capability 9.0): NVFP4 weights dequantized in registers, bf16 wgmma.
 
-Runtime layout: the packed weight as stored, the block scales in the 128x4 swizzled layout the kernels read.
-Activations: the CUDA quantizer's exact dequantized bf16 values (W4A4) or raw bf16 (W4A16).
-The C library's plan (cpp/kernels/sm90/config.h, dispatch.cu) is the only copy of the configuration rules; plan()
-reads it.
+Runtime layout (prepack / unprepack below: the one definition; cpp/kernels/sm90/layout.h describes how the kernel
+reads it): weights and block scales interleaved in the order of the kernel's wgmma register fragments, so that a
+warp reads a 16-row slab's 64-k group with one 16-byte and one 8-byte load per lane and dequantizes whole 32-bit
+words. The e4m3 scales live inside that buffer (the layer's weight_scale buffer is empty): 0.5625 bytes per weight.
+
+One C call per layer call (nvfp4_sm90_linear): W4A4 activations are quantized per row inside the GEMM (up to 16
+rows) or by the standalone quantizer in the same call; W4A16 takes bf16 activations as they are. The C library's plan
+(cpp/kernels/sm90/config.h) is the only copy of the configuration rules; plan() reads it.
 """
 
 from __future__ import annotations
@@ -16,135 +20,259 @@ from typing import TYPE_CHECKING, Iterator, Literal
 import torch
 
 from .. import _lib, ops
-from ..checks import require_dtype
-from ..format import swizzle_scales, swizzled_scale_bytes, unswizzle_scales
+from ..checks import ACTIVATION_DTYPES, require_dim, require_dtype, require_same_device, require_scale_scalar
+from ..checks import require_shape, require_tensor
+from ..format import pack_e2m1, round_up, unpack_e2m1
 from .base import Backend
-from .reference import activation_operand
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..linear import NvFp4Linear
 
 _c_i64, _c_int, _c_ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 _c_int_p = ctypes.POINTER(ctypes.c_int)
+_c_size_p = ctypes.POINTER(ctypes.c_size_t)
 
 # The C ABI of this backend (cpp/include/nvfp4/nvfp4.h; tests/test_abi_header.py compares the two).
 _lib.declare({
-    "nvfp4_sm90_gemm_workspace_size": (_c_int, [_c_i64, _c_i64, _c_i64, _c_int, ctypes.POINTER(ctypes.c_size_t)]),
-    "nvfp4_sm90_gemm_plan": (_c_int, [_c_i64, _c_i64, _c_i64, _c_int] + [_c_int_p] * 4),
-    "nvfp4_sm90_set_split_reduce": (_c_int, [_c_int]),
-    "nvfp4_sm90_occupancy": (_c_int, [_c_int, _c_int, _c_int_p, _c_int_p]),
-    "nvfp4_sm90_gemm": (
+    "nvfp4_sm90_prepacked_bytes": (_c_int, [_c_i64, _c_i64, _c_size_p]),
+    "nvfp4_sm90_linear_workspace_size": (_c_int, [_c_i64, _c_i64, _c_i64, _c_int, _c_int, _c_i64, _c_int, _c_size_p]),
+    "nvfp4_sm90_linear_plan": (_c_int, [_c_i64, _c_i64, _c_i64, _c_int, _c_int, _c_i64] + [_c_int_p] * 6),
+    "nvfp4_sm90_linear": (
         _c_int,
-        [_c_ptr, _c_i64, _c_i64, _c_i64, _c_i64, _c_ptr, _c_ptr, _c_ptr, _c_int, _c_ptr, _c_ptr,
-         _c_int, _c_i64, _c_int, _c_ptr, ctypes.c_size_t, _c_ptr],
+        [_c_ptr, _c_int, _c_i64, _c_int, _c_ptr, _c_ptr, _c_int, _c_i64, _c_i64, _c_i64, _c_ptr, _c_ptr, _c_ptr,
+         _c_i64, _c_int, _c_i64, _c_ptr, _c_ptr, ctypes.c_size_t, _c_ptr],
     ),
+    "nvfp4_sm90_occupancy": (_c_int, [_c_int, _c_int, _c_int_p, _c_int_p]),
+    "nvfp4_sm90_set_split_reduce": (_c_int, [_c_int]),
+    "nvfp4_sm90_set_fused": (_c_int, [_c_int]),
+    "nvfp4_sm90_set_sm_count": (_c_int, [_c_int]),
 })
 
+# act codes of nvfp4_sm90_linear (NVFP4_SM90_ACT_* of nvfp4.h)
+ACT_BF16, ACT_QUANT_PER_TOKEN, ACT_QUANT_STATIC = 0, 1, 2
 
-# --- the GEMM op ---------------------------------------------------------------------------------------------------
 
-def mm_sm90_impl(act, w_packed, w_scales_swizzled, alpha, bias, out_dtype: torch.dtype, invariant: bool) -> torch.Tensor:
-    fn = "nvfp4.ops.mm_sm90"
-    n, k = w_packed.shape[0], act.shape[1] if act.dim() == 2 else 0
-    ops.check_gemm_args(fn, act, w_packed, w_scales_swizzled, alpha, bias, out_dtype, (swizzled_scale_bytes(n, k // 16),))
-    require_dtype(fn, "act", act, (torch.bfloat16,))
-    act = ops.aligned_rows(act)
+# --- runtime layout ------------------------------------------------------------------------------------------------
+
+SLAB_ROWS = 16
+KGROUP = 64
+GROUP_BYTES = 576  # 512 bytes of codes (32 lanes x 4 words) + 64 bytes of block scales (8 rows-pairs x 8)
+# Bit positions of e2m1 code bits 0..3 in a lane's word for k16 step s, per wgmma A register a0..a3 (pair p) and
+# bf16 half (lo: even k, hi: odd k). The kernel takes a0 = w & 0x81C081C0, a1 = (w << 3) & ..., a2 = (w << 6) & ...
+# and a3 by three shifts: each code lands as e2m1 * 2^-126 in bf16 (sign at 15, magnitude at 8..6).
+_BITS = (
+    ((6, 7, 8, 15), (22, 23, 24, 31)),  # a0: row g,   k 2t | 2t+1
+    ((3, 4, 5, 12), (19, 20, 21, 28)),  # a1: row g+8, k 2t | 2t+1
+    ((0, 1, 2, 9), (16, 17, 18, 25)),  # a2: row g,   k 2t+8 | 2t+9
+    ((10, 11, 13, 14), (26, 27, 29, 30)),  # a3: row g+8, k 2t+8 | 2t+9
+)
+
+
+def prepacked_shape(n: int, k: int) -> tuple[int, int, int]:
+    return (round_up(n, SLAB_ROWS) // SLAB_ROWS, round_up(k, KGROUP) // KGROUP, GROUP_BYTES)
+
+
+def prepack(weight: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
+    """ModelOpt layout (uint8 [N, K/2], e4m3 [N, K/16]) -> the Hopper runtime layout uint8 [N16/16, K64/64, 576].
+
+    N is padded to 16 rows and K to 64 with zero codes and zero scales. In each (slab, 64-k group): lane L = 4g + t
+    owns bytes [16L, 16L + 16) = four little-endian words, word s holding the codes of rows g and g+8 at
+    k = 16s + {2t, 2t+1, 2t+8, 2t+9} at the bit positions of _BITS; bytes [512 + 8g, 512 + 8g + 8) hold the block
+    scales of rows g (even bytes) and g+8 (odd bytes) for k16 steps 0..3.
+    """
+    n, half_k = weight.shape
+    k = half_k * 2
+    slabs, groups, _ = prepacked_shape(n, k)
+    codes = torch.zeros((slabs * SLAB_ROWS, groups * KGROUP), dtype=torch.uint8, device=weight.device)
+    codes[:n, :k] = unpack_e2m1(weight)
+    # [slab, row half, g, group, step, k half, t, element]: row = 8 * (row half) + g, k = 16 step + 8 (k half) + 2t + e
+    c = codes.reshape(slabs, 2, 8, groups, 4, 2, 4, 2)
+    word = torch.zeros((slabs, 8, groups, 4, 4), dtype=torch.int32, device=weight.device)  # slab, g, group, step, t
+    for row_half in range(2):
+        for k_half in range(2):
+            for e in range(2):
+                v = c[:, row_half, :, :, :, k_half, :, e].to(torch.int32)
+                for b, pos in enumerate(_BITS[row_half + 2 * k_half][e]):
+                    word |= ((v >> b) & 1) << pos
+    weight_bytes = word.permute(0, 2, 1, 4, 3).contiguous().view(torch.uint8).reshape(slabs, groups, 512)
+    scales = torch.zeros((slabs * SLAB_ROWS, groups * 4), dtype=torch.uint8, device=weight.device)
+    scales[:n, : k // 16] = weight_scale.view(torch.uint8)
+    # [slab, row half, g, group, step] -> [slab, group, g, step, row half]
+    scale_bytes = scales.reshape(slabs, 2, 8, groups, 4).permute(0, 3, 2, 4, 1).reshape(slabs, groups, 64)
+    return torch.cat([weight_bytes, scale_bytes], dim=2).contiguous()
+
+
+def unprepack(buf: torch.Tensor, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact inverse of prepack: (weight uint8 [N, K/2], weight_scale e4m3 [N, K/16])."""
+    slabs, groups, _ = buf.shape
+    word = buf[:, :, :512].contiguous().view(torch.int32).reshape(slabs, groups, 8, 4, 4).permute(0, 2, 1, 4, 3)
+    c = torch.empty((slabs, 2, 8, groups, 4, 2, 4, 2), dtype=torch.uint8, device=buf.device)
+    for row_half in range(2):
+        for k_half in range(2):
+            for e in range(2):
+                v = torch.zeros(word.shape, dtype=torch.int32, device=buf.device)
+                for b, pos in enumerate(_BITS[row_half + 2 * k_half][e]):
+                    v |= ((word >> pos) & 1) << b
+                c[:, row_half, :, :, :, k_half, :, e] = v.to(torch.uint8)
+    codes = c.reshape(slabs * SLAB_ROWS, groups * KGROUP)[:n, :k]
+    scales = buf[:, :, 512:].reshape(slabs, groups, 8, 4, 2).permute(0, 4, 2, 1, 3).reshape(slabs * SLAB_ROWS, groups * 4)
+    return pack_e2m1(codes.contiguous()), scales[:n, : k // 16].contiguous().view(torch.float8_e4m3fn)
+
+
+# --- the op ----------------------------------------------------------------------------------------------------------
+
+def linear_sm90_impl(x: torch.Tensor, w_prepacked: torch.Tensor, alpha: torch.Tensor, static_scale: torch.Tensor | None,
+                     bias: torch.Tensor | None, act: int, invariant: bool, n: int, chunk_k: int = 0) -> torch.Tensor:
+    """out [M, n] (x's dtype) = nvfp4_sm90_linear; act ACT_BF16: x is the bf16 operand and alpha 1 or M values;
+    ACT_QUANT_*: x is quantized per row inside the call and alpha is the weight's global scale."""
+    fn = "nvfp4.ops.linear_sm90"
+    require_tensor(fn, "x", x)
+    require_dim(fn, "x", x, 2)
+    require_dtype(fn, "x", x, (torch.bfloat16,) if act == ACT_BF16 else ACTIVATION_DTYPES)
+    m, k = x.shape
+    if k % 16 or k < 16:
+        raise ValueError(f"{fn}: x.shape[1] (K) must be a positive multiple of 16, got {k}")
+    if x.stride(1) != 1:
+        raise ValueError(f"{fn}: x must have unit stride along K (rows may be strided), got strides {x.stride()}")
+    require_dtype(fn, "w_prepacked", w_prepacked, (torch.uint8,))
+    require_shape(fn, "w_prepacked", w_prepacked, prepacked_shape(n, k))
+    if not w_prepacked.is_contiguous():
+        raise ValueError(f"{fn}: w_prepacked must be contiguous")
+    require_dtype(fn, "alpha", alpha, (torch.float32,))
+    if alpha.numel() not in ((1, m) if act == ACT_BF16 else (1,)):
+        raise ValueError(f"{fn}: alpha must hold 1{' or M=' + str(m) if act == ACT_BF16 else ''} values, got {alpha.numel()}")
+    if act == ACT_QUANT_STATIC:
+        require_scale_scalar(fn, "static_scale", static_scale)
+    if bias is not None:
+        require_shape(fn, "bias", bias, (n,))
+        require_dtype(fn, "bias", bias, (x.dtype,))
+    require_same_device(fn, "x", x, w_prepacked=w_prepacked, alpha=alpha, static_scale=static_scale, bias=bias)
+    x = ops.aligned_rows(x)
+    alpha = alpha.contiguous()
     lib = _lib.require()
-    m, k = act.shape
-    out = torch.empty((m, n), dtype=out_dtype, device=act.device)
     size = ctypes.c_size_t(0)
-    _lib.check(lib.nvfp4_sm90_gemm_workspace_size(m, n, k, int(invariant), ctypes.byref(size)), "nvfp4_sm90_gemm")
-    workspace = torch.empty((size.value,), dtype=torch.uint8, device=act.device) if size.value else None
-    status = lib.nvfp4_sm90_gemm(
-        act.data_ptr(), act.stride(0), m, n, k, w_packed.data_ptr(), w_scales_swizzled.data_ptr(), alpha.data_ptr(),
-        int(alpha.numel() != 1), ops.data_ptr(bias), out.data_ptr(), ops.ABI_DTYPE_CODE[out_dtype], out.stride(0),
-        int(invariant), ops.data_ptr(workspace), size.value, ops.current_stream(act.device),
+    _lib.check(lib.nvfp4_sm90_linear_workspace_size(m, n, k, act, int(invariant), chunk_k, 0, ctypes.byref(size)),
+               "nvfp4_sm90_linear")
+    workspace = torch.empty((size.value,), dtype=torch.uint8, device=x.device) if size.value else None
+    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    status = lib.nvfp4_sm90_linear(
+        x.data_ptr(), ops.ABI_DTYPE_CODE[x.dtype], x.stride(0), act, ops.data_ptr(static_scale), alpha.data_ptr(),
+        int(alpha.numel() != 1), m, n, k, w_prepacked.data_ptr(), ops.data_ptr(bias), out.data_ptr(), out.stride(0),
+        int(invariant), chunk_k, None, ops.data_ptr(workspace), size.value, ops.current_stream(x.device),
     )
-    _lib.check(status, "nvfp4_sm90_gemm")
+    _lib.check(status, "nvfp4_sm90_linear")
     return out
 
 
-@torch.library.custom_op("nvfp4::mm_sm90", mutates_args=())
-def mm_sm90(
-    act: torch.Tensor, w_packed: torch.Tensor, w_scales_swizzled: torch.Tensor, alpha: torch.Tensor,
-    bias: torch.Tensor | None, out_dtype: torch.dtype, invariant: bool,
-) -> torch.Tensor:
-    return mm_sm90_impl(act, w_packed, w_scales_swizzled, alpha, bias, out_dtype, invariant)
+@torch.library.custom_op("nvfp4::linear_sm90", mutates_args=())
+def linear_sm90(x: torch.Tensor, w_prepacked: torch.Tensor, alpha: torch.Tensor, static_scale: torch.Tensor | None,
+                bias: torch.Tensor | None, act: int, invariant: bool, n: int, chunk_k: int = 0) -> torch.Tensor:
+    return linear_sm90_impl(x, w_prepacked, alpha, static_scale, bias, act, invariant, n, chunk_k)
 
 
-@mm_sm90.register_fake
-def _(act, w_packed, w_scales_swizzled, alpha, bias, out_dtype, invariant):
-    return act.new_empty((act.shape[0], w_packed.shape[0]), dtype=out_dtype)
+@linear_sm90.register_fake
+def _(x, w_prepacked, alpha, static_scale, bias, act, invariant, n, chunk_k=0):
+    return x.new_empty((x.shape[0], n))
 
 
 # --- the backend ---------------------------------------------------------------------------------------------------
+
+_ACT_OF_MODE = {"none": ACT_BF16, "per-token": ACT_QUANT_PER_TOKEN, "static": ACT_QUANT_STATIC}
+
 
 class Sm90Backend(Backend):
     name = "sm90"
     arch_sm = 90
     capabilities = frozenset({(9, 0)})
-    gemm_symbol = "nvfp4_sm90_gemm"
+    gemm_symbol = "nvfp4_sm90_linear"
 
     def prepare(self, weight: torch.Tensor, weight_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return weight, swizzle_scales(weight_scale)
+        return prepack(weight, weight_scale), torch.empty((0,), dtype=torch.uint8, device=weight.device)
 
     def unprepare(self, weight, weight_scale, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return weight, unswizzle_scales(weight_scale, n, k // 16).view(torch.float8_e4m3fn)
+        return unprepack(weight, n, k)
 
     def forward(self, layer: "NvFp4Linear", x2: torch.Tensor) -> torch.Tensor:
-        if layer.activation == "none" and x2.dtype != torch.bfloat16:
+        act = _ACT_OF_MODE[layer.activation]
+        if act == ACT_BF16 and x2.dtype != torch.bfloat16:
             raise TypeError(f"NvFp4Linear.forward: W4A16 on {self.name} takes bfloat16 x, got {x2.dtype}")
-        act, alpha = activation_operand(layer, x2)
+        static = layer.input_scale.reshape(1) if act == ACT_QUANT_STATIC else None
         bias = None if layer.bias is None else layer.bias.to(x2.dtype)
-        return ops.call(mm_sm90, mm_sm90_impl, act, layer.weight, layer.weight_scale, alpha, bias, x2.dtype,
-                        layer.batch_invariant)
+        return ops.call(linear_sm90, linear_sm90_impl, x2, layer.weight, layer.weight_scale_2.reshape(1), static, bias,
+                        act, layer.batch_invariant, layer.out_features)
 
 
 BACKEND = Sm90Backend()
 
 
-# --- the plan the library follows, and the forced split reduction (tests, benchmarks) -----------------------------
+# --- the plan the library follows, and the switches for tests and benchmarks (none changes a bit) ------------------
 
 SplitReduce = Literal["none", "cluster", "kernel"]
 ForcedReduce = Literal["auto", "cluster", "kernel"]
+ForcedFused = Literal["auto", "always", "never"]
 # NVFP4_SM90_REDUCE_* of nvfp4.h
 _REDUCE_NAMES: dict[int, SplitReduce] = {0: "none", 1: "cluster", 2: "kernel"}
 _REDUCE_CODES = {"auto": 0, "cluster": 1, "kernel": 2}
+_FUSED_CODES = {"auto": 0, "always": 1, "never": 2}
 
 
 @dataclass(frozen=True)
 class Sm90Plan:
     token_tile: int  # wgmma N of the kernel: 8, 16, 32, 64 or 128
     chunk_k: int  # K chunk length; fixes every output's reduction order
-    splits: int  # number of K chunks
+    chunks: int  # number of K chunks
+    splits: int  # CTAs a tile's chunks are spread over (1: whole K per CTA)
     reduce: SplitReduce  # how split calls add their chunk sums ("none": the call does not split)
+    fused: bool  # activations quantized inside the GEMM
 
 
-def plan(m: int, n: int, k: int, invariant: bool = True) -> Sm90Plan:
-    """The plan nvfp4_sm90_gemm follows for an (m, n, k) call on the current CUDA device."""
+def plan(m: int, n: int, k: int, activation: str = "per-token", invariant: bool = True, chunk_k: int = 0) -> Sm90Plan:
+    """The plan nvfp4_sm90_linear follows for an (m, n, k) call on the current CUDA device."""
     lib = _lib.require()
-    out = [ctypes.c_int(0) for _ in range(4)]
-    _lib.check(lib.nvfp4_sm90_gemm_plan(m, n, k, int(invariant), *(ctypes.byref(v) for v in out)), "nvfp4_sm90_gemm_plan")
-    tile, chunk, splits, reduce = (v.value for v in out)
-    return Sm90Plan(tile, chunk, splits, _REDUCE_NAMES[reduce])
+    out = [ctypes.c_int(0) for _ in range(6)]
+    _lib.check(lib.nvfp4_sm90_linear_plan(m, n, k, _ACT_OF_MODE[activation], int(invariant), chunk_k,
+                                          *(ctypes.byref(v) for v in out)), "nvfp4_sm90_linear_plan")
+    tile, chunk, chunks, splits, reduce, fused = (v.value for v in out)
+    return Sm90Plan(tile, chunk, chunks, splits, _REDUCE_NAMES[reduce], bool(fused))
+
+
+def _set(name: str, codes: dict[str, int], mode: str, what: str) -> None:
+    if mode not in codes:
+        raise ValueError(f"{what} must be one of {sorted(codes)} (got {mode!r})")
+    _lib.check(getattr(_lib.require(), name)(codes[mode]), name)
 
 
 def set_split_reduce(mode: ForcedReduce) -> None:
-    """From now on, in this process, split calls add their chunk sums the given way (the bits do not change).
+    """From now on, in this process, split calls add their chunk sums the given way. Forcing "cluster" makes calls
+    fail with a clear error where the device cannot schedule the cluster."""
+    _set("nvfp4_sm90_set_split_reduce", _REDUCE_CODES, mode, "split reduction mode")
 
-    Forcing "cluster" makes calls fail with a clear error where the device cannot schedule the cluster.
-    """
-    if mode not in _REDUCE_CODES:
-        raise ValueError(f"split reduction mode must be one of {sorted(_REDUCE_CODES)} (got {mode!r})")
-    lib = _lib.require()
-    _lib.check(lib.nvfp4_sm90_set_split_reduce(_REDUCE_CODES[mode]), "nvfp4_sm90_set_split_reduce")
+
+def set_fused(mode: ForcedFused) -> None:
+    """From now on, in this process, quantize activations inside the GEMM automatically, wherever it serves, or never."""
+    _set("nvfp4_sm90_set_fused", _FUSED_CODES, mode, "fused quantizer mode")
+
+
+def set_sm_count(sms: int) -> None:
+    """From now on, in this process, plan as if the GPU had `sms` SMs (0: the device's own count)."""
+    if not isinstance(sms, int) or sms < 0:
+        raise ValueError(f"sms must be an integer >= 0 (got {sms!r})")
+    _lib.check(_lib.require().nvfp4_sm90_set_sm_count(sms), "nvfp4_sm90_set_sm_count")
 
 
 @contextlib.contextmanager
-def forced_split_reduce(mode: ForcedReduce) -> Iterator[None]:
-    """set_split_reduce(mode) within the block, back to "auto" after it."""
-    set_split_reduce(mode)
+def planning(*, split_reduce: ForcedReduce = "auto", fused: ForcedFused = "auto", sm_count: int = 0) -> Iterator[None]:
+    """The switches within the block, back to automatic after it."""
+    set_split_reduce(split_reduce)
+    set_fused(fused)
+    set_sm_count(sm_count)
     try:
         yield
     finally:
         set_split_reduce("auto")
+        set_fused("auto")
+        set_sm_count(0)
+
+
+def forced_split_reduce(mode: ForcedReduce):
+    return planning(split_reduce=mode)
