@@ -4,6 +4,7 @@ model, and the experts' GEMMs equal NvFp4Linear's. Errors name the tensor."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 import nvfp4  # noqa: E402
+from nvfp4 import backends  # noqa: E402
 from nvfp4.format import e2m1_values, unpack_e2m1  # noqa: E402
 from nvfp4.formats.compressed_tensors import ENCODE_ATTR as CT_ENCODE_ATTR  # noqa: E402
 from nvfp4.formats.compressed_tensors import decode_scale_for_encode  # noqa: E402
@@ -173,6 +175,26 @@ def test_grouped_forward_equals_nvfp4linear_per_expert(loaded, name):
             input_scale=view.input_scale, activation=layer.activation)
         assert torch.equal(y[lo:hi], single(x[lo:hi])), e
     assert not torch.equal(y[:5], layer(x, torch.tensor([0, 0, 5, 6, 23, 23, 26, 28, 32]))[:5])  # expert 0 vs 1
+
+
+@pytest.mark.parametrize("backend", [b.name for b in backends.KERNEL_BACKENDS])
+def test_runtime_layout_of_stacked_experts_round_trips(loaded, backend):
+    """On a device a kernel backend serves, each expert's weights are held in that backend's layout (its prepare,
+    stacked); state_dict, modelopt_weights and every expert's view give the ModelOpt tensors back exactly. The
+    layouts are CPU tensor transforms, so this runs without a GPU."""
+    layer = copy.deepcopy(_experts(loaded["qwen3moe-ct-nvfp4"])["model.layers.0.mlp.experts"].down_proj)
+    before = {k: _bytes(v).clone() for k, v in layer.state_dict().items()}
+    weight, scale = layer.modelopt_weights()
+    runtime = [backends.get(backend).prepare(weight[e], scale[e]) for e in range(layer.num_experts)]
+    layer._to_layout(backends.get(backend))
+    assert not torch.equal(_bytes(layer.weight_scale).flatten(), before["weight_scale"].flatten())  # a real change
+    for e in range(layer.num_experts):
+        view = layer.expert(e)
+        assert torch.equal(view.weight, runtime[e][0]) and torch.equal(_bytes(view.weight_scale), _bytes(runtime[e][1]))
+        sd = view.state_dict()
+        assert torch.equal(sd["weight"], before["weight"][e]) and torch.equal(_bytes(sd["weight_scale"]), before["weight_scale"][e])
+    after = layer.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(_bytes(after[k]), before[k]) for k in before)
 
 
 # --- errors ----------------------------------------------------------------------------------------------------

@@ -53,8 +53,8 @@ class ExpertView:
             own(self, name, getattr(group, name))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        w, s = self._group.modelopt_weights()
-        sd = {"weight": w[self._index], "weight_scale": s[self._index], "weight_scale_2": self.weight_scale_2}
+        w, s = self._group.expert_modelopt_weights(self._index)
+        sd = {"weight": w, "weight_scale": s, "weight_scale_2": self.weight_scale_2}
         if self.input_scale is not None:
             sd["input_scale"] = self.input_scale
         return sd
@@ -135,10 +135,15 @@ class NvFp4GroupedLinear(nn.Module):
         """(weight uint8 [E, N, K/2], weight_scale e4m3 [E, N, K/16]) in the ModelOpt layout, on the layer's device."""
         if self._layout == _MODELOPT_LAYOUT.name:
             return self.weight, self.weight_scale
-        backend = backends.get(self._layout)
-        pairs = [backend.unprepare(self.weight[e], self.weight_scale[e], self.out_features, self.in_features)
-                 for e in range(self.num_experts)]
+        pairs = [self.expert_modelopt_weights(e) for e in range(self.num_experts)]
         return torch.stack([w for w, _ in pairs]), torch.stack([s for _, s in pairs])
+
+    def expert_modelopt_weights(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expert `index`'s (weight uint8 [N, K/2], weight_scale e4m3 [N, K/16]) in the ModelOpt layout."""
+        if self._layout == _MODELOPT_LAYOUT.name:
+            return self.weight[index], self.weight_scale[index]
+        return backends.get(self._layout).unprepare(self.weight[index], self.weight_scale[index], self.out_features,
+                                                    self.in_features)
 
     def _to_layout(self, backend: Backend) -> None:
         if self._layout == backend.name:
