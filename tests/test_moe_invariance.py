@@ -141,6 +141,19 @@ def test_router_ties_go_to_the_lower_expert():
     assert (rank2[has5] < rank5[has5]).all()
 
 
+def test_grouped_router_configuration_errors():
+    router = _bf16_model("deepseekv3").model.layers[1].mlp.gate
+    for attr, value, match in (("num_group", 3, "n_group=3 must divide"), ("topk_group", 3, "topk_group must be in"),
+                               ("top_k", 5, "num_experts_per_tok=5 must be in")):
+        saved = getattr(router, attr)
+        setattr(router, attr, value)
+        try:
+            with pytest.raises(ValueError, match=match):
+                InvariantGroupedTopKRouter(router)
+        finally:
+            setattr(router, attr, saved)
+
+
 def test_silu_of_bf16_is_a_pure_function_of_the_element():
     """act_fn(gate) * up runs on rows gathered per expert, whose count changes with the batch: silu on bf16 must
     give an element the same bits at every vector position and in the scalar tail (every bf16 value but -inf, whose

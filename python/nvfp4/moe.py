@@ -29,7 +29,7 @@ from .moe_linear import NvFp4GroupedLinear
 
 # transformers' fused experts classes (5.x) whose forward is exactly the routed SwiGLU-style computation above with
 # `gate_up_proj` [E, 2I, H] and `down_proj` [E, H, I] parameters, and whose checkpoints name the experts
-# `<module>.<e>.{gate,up,down}_proj` (tests/test_moe.py compares each forward's source with Qwen3MoeExperts').
+# `<module>.<e>.{gate,up,down}_proj` (tests/test_moe_invariance.py compares each forward's source with Qwen3MoeExperts').
 EXPERTS_CLASSES = ("Qwen3MoeExperts", "Qwen2MoeExperts", "OlmoeExperts", "DeepseekV3Experts")
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 

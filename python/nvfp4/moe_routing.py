@@ -9,8 +9,9 @@ every step:
 - `exp`: `exp_fixed`, in float64 from IEEE additions, multiplications and a rounding only (range reduction by
   ln 2, a degree-13 Taylor polynomial, an exact power of two from the exponent bits), rounded once to float32.
   Each of those ops rounds one element on its own, so an element's result cannot depend on its position in a
-  SIMD vector or on the tensor's shape, on CPU or CUDA; it is within a few 1e-17 (relative) of exp before the
-  float32 rounding, so it is the correctly rounded float32 exp but for inputs within ~1e-16 of a rounding midpoint;
+  SIMD vector or on the tensor's shape, on CPU or CUDA. Before the float32 rounding it is within about 1e-15
+  (relative) of exp, so it is the correctly rounded float32 exp but for inputs that close to a rounding midpoint
+  (it equals torch's float64 exp rounded to float32 on every input tests/test_moe_invariance.py tries);
 - sums (softmax denominator, top-k normalisation): `fixed_sum`, a "fold halves" tree over the last dimension padded
   with +0 to a power of two;
 - top-k: **the tie rule**: experts are ranked by score, descending; equal scores (+0 and -0 are equal) rank the
@@ -18,7 +19,7 @@ every step:
   experts are returned in that rank order, which is also the order in which NvFp4Experts adds their outputs.
 
 Two router formulas are covered, each an allowlist of transformers classes whose forward is exactly it
-(tests/test_moe.py compares their source with the reference class of the family):
+(tests/test_moe_invariance.py compares their source with the reference class of the family):
 - softmax top-k (Qwen3-MoE, Qwen2-MoE, OLMoE): logits in the hidden dtype, float32 softmax, top-k, optional
   renormalisation over the k chosen (`norm_topk_prob`), weights cast to the logits' dtype;
 - grouped sigmoid top-k (DeepSeek-V3): float32 logits, sigmoid scores, `e_score_correction_bias` added for the
@@ -75,7 +76,8 @@ def sigmoid_fixed(x: torch.Tensor) -> torch.Tensor:
 
 def fixed_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum over the last dimension (keepdim) in a fixed tree: pad with +0 to a power of two P, then fold halves
-    (`s[i] += s[i + L/2]`, L = P ... 2). +0 never changes a sum, so the order depends on the length alone."""
+    (`s[i] += s[i + L/2]`, L = P ... 2). Adding +0 leaves a nonzero value unchanged, so the order depends on the
+    length alone."""
     length = x.shape[-1]
     padded = 1 << max(length - 1, 0).bit_length()
     if padded != length:
@@ -140,9 +142,15 @@ class InvariantGroupedTopKRouter(nn.Module):
         self.num_group, self.topk_group = int(router.num_group), int(router.topk_group)
         self.norm_topk_prob, self.hidden_dim = bool(router.norm_topk_prob), int(router.hidden_dim)
         self.routed_scaling_factor = float(router.routed_scaling_factor)
-        if self.num_experts % self.num_group:
-            raise ValueError(f"InvariantGroupedTopKRouter: n_group={self.num_group} must divide the number of experts "
-                             f"{self.num_experts}")
+        fn = "InvariantGroupedTopKRouter"
+        if self.num_group < 1 or self.num_experts % self.num_group or self.num_experts // self.num_group < 2:
+            raise ValueError(f"{fn}: n_group={self.num_group} must divide the number of experts {self.num_experts} "
+                             f"into groups of at least 2 (a group's score is the sum of its two best)")
+        if not 1 <= self.topk_group <= self.num_group:
+            raise ValueError(f"{fn}: topk_group must be in [1, n_group={self.num_group}], got {self.topk_group}")
+        if not 1 <= self.top_k <= self.topk_group * (self.num_experts // self.num_group):
+            raise ValueError(f"{fn}: num_experts_per_tok={self.top_k} must be in [1, the {self.topk_group} kept groups' "
+                             f"{self.topk_group * (self.num_experts // self.num_group)} experts]")
         self.weight = router.weight
         self.e_score_correction_bias = router.e_score_correction_bias
 
