@@ -256,6 +256,9 @@ def test_partly_quantized_experts_raise(tmp_path):
     (p / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=f"{key} holds NVFP4 tensors but the config excludes it"):
         nvfp4.from_pretrained(p)
+    _rewrite_tensors(p, unquantize)  # now the config and the checkpoint agree on a partly quantized experts module
+    with pytest.raises(nvfp4.UnsupportedCheckpointError, match=f"quantized and unquantized expert projections .*{key}"):
+        nvfp4.from_pretrained(p)
 
 
 def test_unquantized_experts_load_in_bf16(tmp_path):

@@ -98,12 +98,17 @@ def load_experts(
                 continue  # fused 3-D tensors on disk: the model's own load_state_dict reads them
             done.unquantized.append(name)
         else:
-            (n, w, c) = next((n, w, c) for (_, _, n), w, c in zip(layers, want, have) if not (w and c) and (w or c))
-            if w:
-                raise TypeError(f"{_FN}: {n} should be NVFP4 per the config ({spec.description}) but the checkpoint "
-                                f"holds no quantized tensors for it")
-            raise ValueError(f"{_FN}: {n} holds NVFP4 tensors but the config excludes it from quantization "
-                             f"(ignore={spec.ignore}); refusing to guess")
+            for (_, _, n), w, c in zip(layers, want, have):
+                if w and not c:
+                    raise TypeError(f"{_FN}: {n} should be NVFP4 per the config ({spec.description}) but the "
+                                    f"checkpoint holds no quantized tensors for it")
+                if c and not w:
+                    raise ValueError(f"{_FN}: {n} holds NVFP4 tensors but the config excludes it from quantization "
+                                     f"(ignore={spec.ignore}); refusing to guess")
+            # config and checkpoint agree, but on a mix: one module holds all its experts in NVFP4 or none
+            n = next(n for (_, _, n), w in zip(layers, want) if not w)
+            raise UnsupportedCheckpointError(f"{_FN}: {name} has quantized and unquantized expert projections (e.g. "
+                                             f"{n} is not quantized); experts are loaded all NVFP4 or all bf16")
         done.consumed |= consumed
     return done
 
