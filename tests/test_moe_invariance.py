@@ -5,6 +5,7 @@ with a batch-wide activation scale, and a needle prompt through the whole models
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 from pathlib import Path
@@ -98,8 +99,15 @@ def test_top_k_tie_rule():
         top_k_fixed(scores, 9)
 
 
+_BF16: dict[str, torch.nn.Module] = {}
+
+
 def _bf16_model(family: str):
-    return transformers.AutoModelForCausalLM.from_pretrained(FIXTURES / f"tiny-{family}-bf16", dtype=torch.bfloat16).eval()
+    """A fresh copy of the bf16 source model (loaded once: copying is faster than loading)."""
+    if family not in _BF16:
+        _BF16[family] = transformers.AutoModelForCausalLM.from_pretrained(FIXTURES / f"tiny-{family}-bf16",
+                                                                          dtype=torch.bfloat16).eval()
+    return copy.deepcopy(_BF16[family])
 
 
 def _hidden(rows: int, seed: int) -> torch.Tensor:

@@ -113,9 +113,16 @@ def test_experts_dequantize_to_the_tools_dequantization(loaded, name):
                 assert torch.allclose(_dequantized(layer, e, torch.float32), tool.float(), rtol=2**-8, atol=0)
 
 
+_BF16: dict[str, torch.nn.Module] = {}
+
+
 def _bf16_model(family: str, dequant_from=None):
-    """The bf16 source model; with dequant_from, every quantized weight replaced by its dequantization."""
-    ref = transformers.AutoModelForCausalLM.from_pretrained(FIXTURES / f"tiny-{family}-bf16", dtype=torch.bfloat16).eval()
+    """A fresh copy of the bf16 source model (loaded once: copying is faster); with dequant_from, every quantized
+    weight replaced by its dequantization."""
+    if family not in _BF16:
+        _BF16[family] = transformers.AutoModelForCausalLM.from_pretrained(FIXTURES / f"tiny-{family}-bf16",
+                                                                          dtype=torch.bfloat16).eval()
+    ref = copy.deepcopy(_BF16[family])
     if dequant_from is not None:
         with torch.no_grad():
             for n, m in dequant_from.named_modules():
