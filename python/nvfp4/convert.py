@@ -19,6 +19,7 @@ from . import formats
 from .invariant_mode import install_invariant_modules, no_invariant_modules
 from .linear import NvFp4Linear
 from .module_tree import MODEL_META_ATTR, fused_group_of, matches_any, set_module
+from .moe_quantize import ExpertsCalibration, experts_to_quantize, quantize_experts
 from .quantize import quantize
 
 
@@ -96,7 +97,13 @@ def quantize_model(
         lin = model.get_submodule(n)
         if lin.in_features % 16:
             raise ValueError(f"quantize_model: {n} has in_features={lin.in_features}, not a multiple of 16; add it to `ignore`")
-    input_amax = _calibrate(model, targets, calibration) if calibration is not None else None
+    experts = experts_to_quantize(model, ignore)  # mixture-of-experts layers (moe_quantize.py)
+    experts_calibration = ExpertsCalibration(model, experts, recipe) if calibration is not None else None
+    if experts_calibration is not None:
+        with experts_calibration:
+            input_amax = _calibrate(model, targets, calibration)
+    else:
+        input_amax = None
 
     def group_max(values: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         return torch.stack([values[m] for m in fused_group_of(name, targets)]).amax()
@@ -122,9 +129,10 @@ def quantize_model(
                                            batch_invariant=batch_invariant, dtype=dtype, backend=backend)
         fmt.remember(layer, extras)
         set_module(model, n, layer)
+    quantize_experts(model, experts, fmt, mode, experts_calibration, batch_invariant=batch_invariant, backend=backend)
     invariant = install_invariant_modules(model) if batch_invariant else no_invariant_modules()
     setattr(model, MODEL_META_ATTR, {
         "recipe": recipe, "activation": mode, "ignore": list(ignore), "batch_invariant": bool(batch_invariant),
-        "quantized": targets, **invariant,
+        "quantized": targets + experts, **invariant,
     })
     return model

@@ -24,6 +24,7 @@ from .formats.base import dtype_name
 from .invariant_mode import install_invariant_modules, no_invariant_modules
 from .linear import NvFp4Linear
 from .module_tree import MODEL_META_ATTR, matches_any, set_module
+from .moe_checkpoint import load_experts
 
 
 def read_quant_spec(path: Path, config: dict[str, Any]) -> QuantSpec:
@@ -174,6 +175,10 @@ def from_pretrained(
         consumed.update(f"{name}.{k}" for k in own)
         quantized.append(name)
 
+    experts = load_experts(model, tensors, fmt, spec, lambda n, m: _should_quantize(spec, n, m),
+                           batch_invariant=batch_invariant, dtype=dtype, backend=backend)
+    consumed |= experts.consumed
+    quantized += experts.quantized
     if not quantized:
         raise ValueError(f"nvfp4.from_pretrained: no Linear of the model is quantized in {path} ({spec.description})")
     rest = {k: v for k, v in tensors.items() if k not in consumed}
@@ -194,15 +199,17 @@ def from_pretrained(
     tied = set()
     if getattr(model.config, "tie_word_embeddings", False):
         tied = {k for k in missing if k.endswith("lm_head.weight")}
-    done = tuple(f"{q}." for q in quantized)
+    done = tuple(f"{q}." for q in quantized + experts.unquantized)
     missing = [k for k in missing if k not in tied and not k.startswith(done)]
     if missing:
         raise ValueError(f"nvfp4.from_pretrained: tensors missing from the checkpoint: {missing[:8]}")
     if tied and hasattr(model, "tie_weights"):
         model.tie_weights()
+    keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules_strict", None) or ())  # e.g. DeepSeek-V3's router
     for name, p in model.named_parameters():
         if p.is_floating_point() and p.dtype != dtype and not isinstance(model.get_submodule(name.rpartition(".")[0]), NvFp4Linear):
-            p.data = p.data.to(dtype)
+            if not (p.dtype == torch.float32 and any(k in name for k in keep_fp32)):
+                p.data = p.data.to(dtype)
     invariant = install_invariant_modules(model) if batch_invariant else no_invariant_modules()
     model.to(device)
     model.eval()

@@ -9,8 +9,9 @@ from collections.abc import Iterable
 
 from torch import nn
 
-# Shards that inference engines fuse into one GEMM and that the tools give one global scale.
-FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("w1", "w3"))
+# Shards that inference engines fuse into one GEMM and that the tools give one global scale (DeepSeek's MLA
+# q_a_proj and kv_a_proj_with_mqa read the same input: vLLM's fused_qkv_a_proj).
+FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("w1", "w3"), ("q_a_proj", "kv_a_proj_with_mqa"))
 
 # Attribute set on a converted/loaded model: what was done to it (read by save_pretrained).
 MODEL_META_ATTR = "nvfp4_meta"

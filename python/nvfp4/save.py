@@ -18,12 +18,16 @@ from torch import nn
 from . import formats
 from .invariant_ops import InvariantLinear
 from .linear import NvFp4Linear
+from .moe_checkpoint import fused_experts_modules, quantized_experts, write_experts
+from .moe_routing import is_router
 
 FORMATS = formats.NAMES
 
 
 def _unquantized_linears(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, InvariantLinear)) and not isinstance(m, NvFp4Linear)]
+    # MoE routers are Linears to the tools (they list them as unquantized) but not nn.Linear in transformers 5
+    return [n for n, m in model.named_modules()
+            if (isinstance(m, (nn.Linear, InvariantLinear)) and not isinstance(m, NvFp4Linear)) or is_router(m)]
 
 
 def _parse_size(size: int | str) -> int:
@@ -48,9 +52,14 @@ def save_pretrained(
 
     fmt = formats.get(format, "nvfp4.save_pretrained: format")
     layers = {n: m for n, m in model.named_modules() if isinstance(m, NvFp4Linear)}
-    if not layers:
+    experts = quantized_experts(model)
+    if not layers and not experts:
         raise ValueError("nvfp4.save_pretrained: the model has no NvFp4Linear layer")
-    modes = {m.activation for m in layers.values()}
+    bf16_experts = [n for n, _ in fused_experts_modules(model)]
+    if bf16_experts:  # their per-expert bf16 layout and ignore entries are not written (docs/models.md)
+        raise ValueError(f"nvfp4.save_pretrained: the experts of {bf16_experts[:4]} are not quantized; quantize them "
+                         f"too (quantize_model without ignoring them) to save this model")
+    modes = {m.activation for m in (*layers.values(), *experts.values())}
     if "per-token" in modes:
         raise ValueError(
             "nvfp4.save_pretrained: per-token activation scales cannot be written as ModelOpt or compressed-tensors "
@@ -64,7 +73,9 @@ def save_pretrained(
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in layers.items():
         tensors.update({f"{name}.{k}": v for k, v in fmt.write_layer(layer, static).items()})
-    prefixes = tuple(f"{n}." for n in layers)
+    for name, module in experts.items():
+        tensors.update(write_experts(name, module, fmt, static))
+    prefixes = tuple(f"{n}." for n in (*layers, *experts))
     seen_ptrs: dict[tuple[int, int], str] = {}
     for k, v in model.state_dict().items():
         if k.startswith(prefixes):

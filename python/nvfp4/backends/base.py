@@ -16,6 +16,7 @@ from .. import _lib
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..linear import NvFp4Linear
+    from ..moe_linear import NvFp4GroupedLinear
 
 
 class NoKernelError(RuntimeError):
@@ -60,3 +61,18 @@ class Backend:
     def forward(self, layer: "NvFp4Linear", x2: torch.Tensor) -> torch.Tensor:
         """y [M, N] in x2's dtype for contiguous x2 [M, K] (M >= 1), with the layer's weights in this layout."""
         raise NotImplementedError
+
+    def grouped_forward(self, layer: "NvFp4GroupedLinear", x_sorted: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """y [S, N] in x_sorted's dtype for the experts of a mixture-of-experts projection: rows offsets[e] to
+        offsets[e+1] (int64 [E+1]) of contiguous x_sorted [S, K] go through expert e (moe_linear.py).
+
+        This default calls forward once per expert that has rows, on layer.expert(e), so every row gets what an
+        NvFp4Linear of that expert would give it. A backend with a grouped kernel (one launch for all experts)
+        overrides it and must give the same bits."""
+        out = x_sorted.new_empty((x_sorted.shape[0], layer.out_features))
+        bounds = offsets.tolist()
+        for e in range(layer.num_experts):
+            lo, hi = bounds[e], bounds[e + 1]
+            if hi > lo:
+                out[lo:hi] = self.forward(layer.expert(e), x_sorted[lo:hi])
+        return out

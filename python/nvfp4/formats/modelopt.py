@@ -164,7 +164,8 @@ def write_config(model: nn.Module, out: Path, static: bool, unquantized: list[st
     group = {"weights": {"dynamic": False, "num_bits": 4, "type": "float", "group_size": 16}, "targets": ["Linear"]}
     if static:
         group = {"input_activations": {"dynamic": False, "num_bits": 4, "type": "float", "group_size": 16}, **group}
-    exclude = unquantized + [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    # sorted, as ModelOpt writes exclude_modules (export/quant_utils.process_layer_quant_config)
+    exclude = sorted(unquantized + [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)])
     producer = {"name": "nvfp4", "version": __version__}
     qc = {"config_groups": {"group_0": group}, "ignore": exclude, "quant_algo": algo, "producer": producer,
           "quant_method": "modelopt"}
