@@ -18,7 +18,9 @@ from torch import nn
 from . import formats
 from .invariant_mode import install_invariant_modules, no_invariant_modules
 from .linear import NvFp4Linear
+from .checks import require_bool
 from .module_tree import MODEL_META_ATTR, fused_group_of, matches_any, set_module
+from .progress import Progress
 from .quantize import quantize
 
 
@@ -31,7 +33,7 @@ def _as_call(model: nn.Module, batch: Any) -> None:
         model(batch)
 
 
-def _calibrate(model: nn.Module, names: list[str], calibration: Iterable[Any]) -> dict[str, torch.Tensor]:
+def _calibrate(model: nn.Module, names: list[str], calibration: Iterable[Any], progress: bool | None) -> dict[str, torch.Tensor]:
     amax: dict[str, torch.Tensor] = {}
     handles = []
 
@@ -46,12 +48,15 @@ def _calibrate(model: nn.Module, names: list[str], calibration: Iterable[Any]) -
     for n in names:
         handles.append(model.get_submodule(n).register_forward_pre_hook(hook_for(n)))
     batches = 0
+    shown = Progress(None, "quantize_model: calibration batches", enabled=progress)
     try:
         with torch.no_grad():
             for batch in calibration:
                 _as_call(model, batch)
                 batches += 1
+                shown.update(batches)
     finally:
+        shown.close()
         for h in handles:
             h.remove()
     if batches == 0:
@@ -71,6 +76,7 @@ def quantize_model(
     recipe: str = "modelopt",
     weight_only: bool = False,
     backend: str = "auto",
+    progress: bool | None = None,
 ) -> nn.Module:
     """Convert the nn.Linear layers of `model` (not matching `ignore`) to NvFp4Linear, in place; returns `model`.
 
@@ -80,11 +86,25 @@ def quantize_model(
     such a model). weight_only=True makes W4A16 layers (activation="none"). recipe: "modelopt" or
     "compressed-tensors" reproduces that tool's weight bytes. batch_invariant=True also replaces the remaining
     bf16 nn.Linear layers (lm_head) by nvfp4.invariant_ops.InvariantLinear.
+
+    Each layer is quantized where its weight lives (a GPU model on its GPU), with the same bytes as on the CPU.
+    progress: None shows progress on stderr once the work has taken a few seconds (a bar on a terminal, occasional
+    lines otherwise), True always, False never.
     """
-    fmt = formats.get(recipe, "quantize_model: recipe")
+    fn = "quantize_model"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
+    fmt = formats.get(recipe, f"{fn}: recipe")
+    require_bool(fn, "batch_invariant", batch_invariant)
+    require_bool(fn, "weight_only", weight_only)
+    if progress is not None:
+        require_bool(fn, "progress", progress)
     if isinstance(ignore, str):
         ignore = (ignore,)
     ignore = tuple(ignore)
+    bad = [p for p in ignore if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"{fn}: ignore must hold module-name patterns (str), got {bad[:3]}")
     if weight_only and calibration is not None:
         raise ValueError("quantize_model: weight_only=True takes no calibration (activations stay bf16)")
     targets = [
@@ -96,14 +116,15 @@ def quantize_model(
         lin = model.get_submodule(n)
         if lin.in_features % 16:
             raise ValueError(f"quantize_model: {n} has in_features={lin.in_features}, not a multiple of 16; add it to `ignore`")
-    input_amax = _calibrate(model, targets, calibration) if calibration is not None else None
+    input_amax = _calibrate(model, targets, calibration, progress) if calibration is not None else None
 
     def group_max(values: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         return torch.stack([values[m] for m in fused_group_of(name, targets)]).amax()
 
     weight_amax = {n: model.get_submodule(n).weight.detach().abs().amax().float().cpu() for n in targets}
     mode = "none" if weight_only else ("static" if input_amax is not None else "per-token")
-    for n in targets:
+    shown = Progress(len(targets), "quantize_model: layers", enabled=progress)
+    for done, n in enumerate(targets, 1):
         lin: nn.Linear = model.get_submodule(n)
         w = lin.weight.detach()
         dtype = w.dtype if w.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
@@ -122,6 +143,8 @@ def quantize_model(
                                            batch_invariant=batch_invariant, dtype=dtype, backend=backend)
         fmt.remember(layer, extras)
         set_module(model, n, layer)
+        shown.update(done, n)
+    shown.close()
     invariant = install_invariant_modules(model) if batch_invariant else no_invariant_modules()
     setattr(model, MODEL_META_ATTR, {
         "recipe": recipe, "activation": mode, "ignore": list(ignore), "batch_invariant": bool(batch_invariant),

@@ -77,13 +77,13 @@ def ct_block_quantize(x: torch.Tensor, encode: torch.Tensor) -> tuple[torch.Tens
     rows, cols = x.shape
     dtype = x.dtype
     blocks = x.reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
-    g = encode.float().reshape(1)
+    g = encode.float().reshape(1).to(x.device)
     # Observer (llm-compressor memoryless_minmax) -> calculate_qparams: block min/max in the model dtype, then
     # max(|min|, |max|) = the block amax, still in the model dtype.
     block_amax = blocks.abs().amax(dim=-1)
     # scales = max_val_pos / (bit_range.to(dtype) / 2): the divisor 6 is a 0-d tensor of the model dtype, so the
     # division rounds to the model dtype (bf16) -- before any global scale is applied.
-    six = torch.tensor(2 * E2M1_MAX, dtype=torch.float32).to(dtype) / 2
+    six = torch.tensor(2 * E2M1_MAX, dtype=torch.float32, device=x.device).to(dtype) / 2  # exact: 6
     local = block_amax / six
     # global_scale (fp32 [1]) * local (model dtype) promotes to fp32: one fp32 rounding of the product.
     scale = g * local

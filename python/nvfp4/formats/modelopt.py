@@ -17,7 +17,7 @@ from torch import nn
 
 from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_SUBNORMAL, GLOBAL_SCALE_RANGE, e2m1_codes, pack_e2m1, to_e4m3
 from ..tensor import NvFp4Tensor
-from .base import QuantSpec, UnsupportedCheckpointError, global_scalar
+from .base import QuantSpec, UnsupportedCheckpointError, divide_by, global_scalar
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..linear import NvFp4Linear
@@ -41,7 +41,7 @@ def block_quantize(x: torch.Tensor, global_decode: torch.Tensor, *, signed_zero:
     # The block amax is taken on the input dtype and then widened (exact either way: max of bf16 values is a bf16
     # value). Everything after this is fp32, as in NVFP4QTensor.get_weights_scaling_factor.
     blocks = x.float().reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
-    s2 = global_decode.float()
+    s2 = global_decode.float().to(x.device)
     if s2.dim() != 0:
         s2 = s2.reshape(-1, 1)
     block_amax = blocks.abs().amax(dim=-1)  # NaN propagates: a NaN block gets a NaN scale
@@ -67,7 +67,7 @@ def quantize_weight(x: torch.Tensor, amax: torch.Tensor) -> NvFp4Tensor:
     """
     # weight_scale_2 = amax.float() / (E2M1_MAX * 448): the constant 2688 is formed in Python (exact), the
     # division is one fp32 IEEE division.
-    global_decode = amax.float().reshape(()) / GLOBAL_SCALE_RANGE
+    global_decode = divide_by(amax.float().reshape(()), GLOBAL_SCALE_RANGE)
     codes, block_scale = block_quantize(x, global_decode, signed_zero=False)
     return NvFp4Tensor(pack_e2m1(codes), block_scale, global_decode)
 
@@ -75,7 +75,7 @@ def quantize_weight(x: torch.Tensor, amax: torch.Tensor) -> NvFp4Tensor:
 def input_scale(amax: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, float]]:
     """The static input scale ModelOpt stores for a calibrated activation amax: amax.float() / (6 * 448), one fp32
     division; no extra values to remember."""
-    return amax.float().reshape(()) / GLOBAL_SCALE_RANGE, {}
+    return divide_by(amax.float().reshape(()), GLOBAL_SCALE_RANGE), {}
 
 
 def remember(layer: "NvFp4Linear", extras: dict[str, float]) -> None:
