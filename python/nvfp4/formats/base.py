@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -44,3 +45,26 @@ def global_scalar(fn: str, key: str, t: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{fn}: {key} must be float32 (or bfloat16), got {dtype_name(t)}")
     require_global_scale(fn, key, t)
     return t.float().reshape(())
+
+
+def config_object(value: Any, where: str) -> dict[str, Any]:
+    """A config entry that must be a JSON object; `where` names the file and key."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(value).__name__} ({value!r:.60})")
+    return value
+
+
+def optional_object(value: Any, where: str) -> dict[str, Any]:
+    """An optional config object (absent or null: empty)."""
+    return {} if value is None else config_object(value, where)
+
+
+def pattern_list(value: Any, where: str) -> list[str]:
+    """A list of module-name patterns (absent or null: empty). A bare string is refused: read as a list it would be
+    split into one-character patterns."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where} must be a list of module-name patterns (strings), got {type(value).__name__} "
+                         f"({value!r:.80})")
+    return list(value)
