@@ -128,3 +128,22 @@ def test_quantize_detaches_parameters():
     for t in (q.data, q.scale, q.global_scale):
         assert t.grad_fn is None and not t.requires_grad
     assert torch.equal(q.data, nvfp4.quantize(param.detach()).data)
+
+
+def test_save_pretrained_checks_its_arguments(tmp_path):
+    from nvfp4.save import _parse_size
+
+    assert _parse_size("5GB") == 5 * 10**9 and _parse_size("200mb") == 2 * 10**8 and _parse_size(1000) == 1000
+    for bad, error, message in (("big", ValueError, "max_shard_size 'big' is not a size"),
+                                (0, ValueError, "at least 1 byte"), ("-1MB", ValueError, "at least 1 byte"),
+                                (True, TypeError, "max_shard_size must be an int"), (1.5, TypeError, "got float")):
+        with pytest.raises(error, match=message):
+            _parse_size(bad)
+    model = nn.Sequential(NvFp4Linear.from_linear(nn.Linear(16, 8), input_amax=1.0))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file; pass a folder"):
+        nvfp4.save_pretrained(model, tmp_path / "file")
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        nvfp4.save_pretrained({"weight": 1}, tmp_path / "out")
+    with pytest.raises(ValueError, match="max_shard_size 'lots' is not a size"):
+        nvfp4.save_pretrained(model, tmp_path / "out", max_shard_size="lots")

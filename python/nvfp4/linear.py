@@ -18,6 +18,7 @@ from .checks import (
     require_tensor,
 )
 from .format import BLOCK_SIZE, GLOBAL_SCALE_RANGE
+from .formats.base import divide_by
 from .quantize import quantize
 from .tensor import NvFp4Tensor
 
@@ -177,7 +178,7 @@ class NvFp4Linear(nn.Module):
             amax = _scalar_argument(fn, "input_amax", input_amax)
             if not (torch.isfinite(amax) and amax > 0):
                 raise ValueError(f"{fn}: input_amax must be finite and > 0, got {amax.item()}")
-            input_scale = amax / GLOBAL_SCALE_RANGE
+            input_scale = divide_by(amax, GLOBAL_SCALE_RANGE)  # the same fp32 division on every device
         return cls.from_quantized(quantize(w, recipe=recipe), bias=linear.bias, input_scale=input_scale, activation=mode,
                                   batch_invariant=batch_invariant, dtype=dtype, backend=backend)
 
