@@ -251,3 +251,13 @@ def test_unknown_model_type_is_a_clear_refusal(tmp_path):
     _edit_json(p / "config.json", lambda c: c.update(model_type="no-such-model-type", architectures=["NoSuchModel"]))
     with pytest.raises(UnsupportedCheckpointError, match=r"config\.json: transformers cannot read this config"):
         nvfp4.from_pretrained(p)
+
+
+def test_weight_shape_error_names_the_unpacked_shape(tmp_path):
+    p = _copy(tmp_path, "ct-nvfp4")
+    packed = read_tensors(p)[f"{LAYER}.weight_packed"]
+    n, half_k = packed.shape
+    _rewrite_tensors(p, lambda t: t.update({f"{LAYER}.weight_shape": torch.tensor([n, half_k])}))
+    with pytest.raises(ValueError, match=rf"weight_shape must be \({n}, {2 * half_k}\) \(the unpacked shape of "
+                                         rf"weight_packed \({n}, {half_k}\).*got \({n}, {half_k}\)"):
+        nvfp4.from_pretrained(p)

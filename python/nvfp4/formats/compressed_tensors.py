@@ -213,8 +213,10 @@ def read_layer(name: str, t: dict[str, torch.Tensor], activation: str) -> tuple[
         raise TypeError(f"{fn}: {name}.weight_packed must be uint8, got {dtype_name(packed)}")
     if "weight_shape" in t:  # older compressed-tensors versions store the unpacked shape
         shape = tuple(int(v) for v in t["weight_shape"].reshape(-1).tolist())
-        if shape != (packed.shape[0], packed.shape[1] * 2):
-            raise ValueError(f"{fn}: {name}.weight_shape {shape} does not match weight_packed {tuple(packed.shape)}")
+        unpacked = (packed.shape[0], packed.shape[1] * 2)
+        if shape != unpacked:
+            raise ValueError(f"{fn}: {name}.weight_shape must be {unpacked} (the unpacked shape of weight_packed "
+                             f"{tuple(packed.shape)}: two e2m1 values per byte), got {shape}")
     enc_w = global_scalar(fn, f"{name}.weight_global_scale", t["weight_global_scale"])
     sd = {"weight": packed, "weight_scale": t["weight_scale"], "weight_scale_2": decode_scale_for_encode(enc_w)}
     encodes = {"weight_global_scale": float(enc_w)}
