@@ -122,3 +122,16 @@ def test_quantize_model_on_a_gpu_model_equals_the_cpu_bytes(recipe):
                                calibration=[b.cuda() for b in calibration], backend="reference")
     assert all(m.weight.device.type == "cuda" for m in gpu.modules() if isinstance(m, nvfp4.NvFp4Linear))
     assert _layer_bytes(cpu) == _layer_bytes(copy.deepcopy(gpu))
+
+
+def test_quantize_model_checks_calibration_and_ignore():
+    with pytest.raises(TypeError, match="calibration must be an iterable of batches .* got Tensor; wrap a single"):
+        nvfp4.quantize_model(_model(), ignore=(), calibration=torch.randn(4, 64).to(torch.bfloat16))
+    with pytest.raises(TypeError, match="calibration must be an iterable of batches .* got int"):
+        nvfp4.quantize_model(_model(), ignore=(), calibration=5)
+    with pytest.raises(TypeError, match="ignore must be module-name patterns"):
+        nvfp4.quantize_model(_model(), ignore=5)
+    with pytest.raises(TypeError, match=r"ignore must hold module-name patterns \(str\), got \[3\]"):
+        nvfp4.quantize_model(_model(), ignore=["l0", 3])
+    with pytest.raises(TypeError, match="batch_invariant must be True or False"):
+        nvfp4.quantize_model(_model(), ignore=(), batch_invariant="no")

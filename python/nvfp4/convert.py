@@ -101,7 +101,15 @@ def quantize_model(
         require_bool(fn, "progress", progress)
     if isinstance(ignore, str):
         ignore = (ignore,)
+    if not isinstance(ignore, Iterable):
+        raise TypeError(f"{fn}: ignore must be module-name patterns (a str or an iterable of str), got "
+                        f"{type(ignore).__name__}")
     ignore = tuple(ignore)
+    if calibration is not None and (isinstance(calibration, (torch.Tensor, Mapping, str))
+                                    or not isinstance(calibration, Iterable)):
+        # a bare tensor would be iterated row by row, each row taken for a batch
+        raise TypeError(f"{fn}: calibration must be an iterable of batches (e.g. a list of input tensors), got "
+                        f"{type(calibration).__name__}; wrap a single batch in a list")
     bad = [p for p in ignore if not isinstance(p, str)]
     if bad:
         raise TypeError(f"{fn}: ignore must hold module-name patterns (str), got {bad[:3]}")
