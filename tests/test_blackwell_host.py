@@ -164,8 +164,9 @@ def test_launches_take_whole_k_tiles_only(lib, family):
         assert f"multiple of the tile K {tile}" in lib.nvfp4_last_error().decode()
         status = gemm(None, None, 16, 4096, k, None, None, None, 0, None, None, 0, 4096, 1, None, 0, None)
         assert status == 1 and f"multiple of the tile K {tile}" in lib.nvfp4_last_error().decode()
-    # whole k-tiles pass the shape checks and stop at the device check (no GPU here) or the NULL pointers
-    assert workspace_size(16, 4096, 2 * tile, 1, ctypes.byref(size)) != 1 or "tile K" not in lib.nvfp4_last_error().decode()
+    # whole k-tiles pass the shape checks: the next check decides (the device: OK on the target, UNSUPPORTED on
+    # another GPU, a CUDA error without one; for the launch, the NULL pointers)
+    assert workspace_size(16, 4096, 2 * tile, 1, ctypes.byref(size)) in (0, 2, 3)
     assert gemm(None, None, 16, 4096, 2 * tile, None, None, None, 0, None, None, 0, 4096, 1, None, 0, None) == 1
     assert "must not be NULL" in lib.nvfp4_last_error().decode()
 
