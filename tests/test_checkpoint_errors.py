@@ -261,3 +261,13 @@ def test_weight_shape_error_names_the_unpacked_shape(tmp_path):
     with pytest.raises(ValueError, match=rf"weight_shape must be \({n}, {2 * half_k}\) \(the unpacked shape of "
                                          rf"weight_packed \({n}, {half_k}\).*got \({n}, {half_k}\)"):
         nvfp4.from_pretrained(p)
+
+
+def test_config_json_copy_is_compared_on_what_it_states(tmp_path):
+    """An export whose config.json names only quant_method and quant_algo (no exclude list) agrees with an
+    hf_quant_config.json that lists exclusions; a different exclude list does not (above)."""
+    p = _copy(tmp_path, "modelopt-nvfp4")
+    _edit_json(p / "config.json", lambda c: c.update(quantization_config={"quant_method": "modelopt", "quant_algo": "NVFP4"}))
+    assert nvfp4.from_pretrained(p).nvfp4_meta["ignore"] == ["lm_head", "model.embed_tokens"]
+    _edit_json(p / "config.json", lambda c: c.update(quantization_config={"quant_method": "modelopt"}))
+    assert nvfp4.from_pretrained(p).nvfp4_meta["activation"] == "static"

@@ -129,8 +129,11 @@ def detect(path: Path, config: dict[str, Any]) -> QuantSpec | None:
     spec = _from_hf_quant_config(hf_file)
     if qc is None:
         return spec
-    other = _from_config_json(qc, source) if in_config else None
-    if other is None or (other.activation, sorted(other.ignore)) != (spec.activation, sorted(spec.ignore)):
+    # config.json's copy is compared on what it states (some exports omit the algorithm or the exclude list there).
+    stated = dict(qc, quant_algo=qc.get("quant_algo", "NVFP4" if spec.activation == "static" else "W4A16_NVFP4"))
+    other = _from_config_json(stated, source) if in_config else None
+    lists_ignore = "ignore" in qc or "exclude_modules" in qc
+    if other is None or other.activation != spec.activation or (lists_ignore and sorted(other.ignore) != sorted(spec.ignore)):
         said = (f"quant_method {qc.get('quant_method')!r}" if other is None
                 else f"{other.description.split(' (')[0]}, ignore={other.ignore}")
         raise UnsupportedCheckpointError(
