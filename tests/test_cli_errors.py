@@ -51,6 +51,17 @@ def test_usage_errors_exit_2_in_argparse_style(capsys, argv, text):
     _usage_error(err, text)
 
 
+def test_demo_checks_the_model_vocabulary(capsys, tmp_path):
+    pytest.importorskip("transformers")
+    small = tmp_path / "small"
+    shutil.copytree(fixture_dir("modelopt-nvfp4"), small)
+    config = json.loads((small / "config.json").read_text())
+    (small / "config.json").write_text(json.dumps(dict(config, vocab_size=4)))
+    code, _, err = _main(capsys, "demo", "--model", str(small), "--device", "cpu")
+    assert code == 2
+    _usage_error(err, "vocab_size 4 leaves no ordinary token ids")
+
+
 @no_cuda
 @pytest.mark.parametrize("command", ["check", "demo"])
 def test_asking_for_a_gpu_that_is_not_there_fails(capsys, command):

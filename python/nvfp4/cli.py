@@ -274,6 +274,9 @@ def demo_model(args, device: torch.device) -> Path:
     if isinstance(context, int) and prompt_len + args.tokens > context:
         raise UsageError(f"--prompt-len {prompt_len} + --tokens {args.tokens} = {prompt_len + args.tokens} tokens "
                          f"exceed the model's context of {context} (max_position_embeddings in {path / 'config.json'})")
+    vocab = config.get("vocab_size")
+    if isinstance(vocab, int) and vocab <= 4:  # prompts draw token ids from [4, vocab): the first ids are special
+        raise UsageError(f"--model {path}: vocab_size {vocab} leaves no ordinary token ids for the prompts (needs > 4)")
     args.prompt_len = prompt_len
     return path
 
