@@ -225,6 +225,8 @@ def test_nan_or_negative_block_scales_on_disk_are_refused_naming_the_file(tmp_pa
 def test_from_pretrained_checks_argument_types(kwargs, message):
     with pytest.raises(TypeError, match=message):
         nvfp4.from_pretrained(fixture_dir("modelopt-nvfp4"), **kwargs)
+    with pytest.raises(ValueError, match="device 'banana' is not a device"):
+        nvfp4.from_pretrained(fixture_dir("modelopt-nvfp4"), device="banana")
 
 
 # --- one way of building the model ----------------------------------------------------------------------------------

@@ -147,3 +147,29 @@ def test_save_pretrained_checks_its_arguments(tmp_path):
         nvfp4.save_pretrained({"weight": 1}, tmp_path / "out")
     with pytest.raises(ValueError, match="max_shard_size 'lots' is not a size"):
         nvfp4.save_pretrained(model, tmp_path / "out", max_shard_size="lots")
+
+
+def test_load_state_dict_checks_the_bias():
+    sd = _state()
+    for bias, error, message in ((torch.zeros(25, dtype=torch.bfloat16), ValueError, r"bias must have shape \(24,\)"),
+                                 (torch.zeros(24, dtype=torch.int32), TypeError, "bias must be a floating-point"),
+                                 ([0.0] * 24, TypeError, "bias must be a torch.Tensor")):
+        with pytest.raises(error, match=message):
+            NvFp4Linear(64, 24, activation="static").load_state_dict(dict(sd, bias=bias))
+    with pytest.raises(ValueError, match="layer was built with bias=False"):
+        NvFp4Linear(64, 24, bias=False, activation="static").load_state_dict(sd)
+    layer = NvFp4Linear(64, 24, activation="static")
+    layer.load_state_dict(dict(sd, bias=sd["bias"].float()))  # another float dtype: cast to the layer's, as nn.Linear
+    assert layer.bias.dtype == torch.bfloat16 and torch.equal(layer.bias, sd["bias"])
+
+
+def test_dequantize_checks_its_tensor():
+    q = nvfp4.quantize(wide_spread(4, 32, seed=2))
+    with pytest.raises(ValueError, match=r"t.scale must have shape \(4, 2\), got \(4, 1\)"):
+        nvfp4.dequantize(nvfp4.NvFp4Tensor(q.data, q.scale[:, :1], q.global_scale))
+    with pytest.raises(TypeError, match="t.data must have dtype uint8"):
+        nvfp4.dequantize(nvfp4.NvFp4Tensor(q.data.float(), q.scale, q.global_scale))
+    with pytest.raises(ValueError, match="t.global_scale must hold one value"):
+        nvfp4.dequantize(nvfp4.NvFp4Tensor(q.data, q.scale, torch.ones(2)))
+    raw = nvfp4.NvFp4Tensor(q.data, q.scale.view(torch.uint8), q.global_scale)  # uint8 scale bytes are accepted
+    assert torch.equal(nvfp4.dequantize(raw), nvfp4.dequantize(q))

@@ -269,8 +269,16 @@ class NvFp4Linear(nn.Module):
                 raise ValueError(f"{fn}: {key} must have shape {expected}, got {tuple(value.shape)}")
             if name == "weight_scale":
                 require_block_scales(fn, key, value)
-        if prefix + "bias" in state_dict:
-            require_tensor(fn, prefix + "bias", state_dict[prefix + "bias"])
+        key = prefix + "bias"
+        if key in state_dict:
+            bias = require_tensor(fn, key, state_dict[key])
+            if self.bias is None:
+                raise ValueError(f"{fn}: state_dict has {key} but the layer was built with bias=False")
+            if not bias.is_floating_point() or bias.dtype.itemsize == 1:
+                raise TypeError(f"{fn}: {key} must be a floating-point tensor (it is cast to the layer's {self.dtype}), "
+                                f"got {bias.dtype}")
+            if tuple(bias.shape) != (n,):
+                raise ValueError(f"{fn}: {key} must have shape ({n},), got {tuple(bias.shape)}")
         self._to_layout(_MODELOPT_LAYOUT)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
         self._adopt_device_layout()

@@ -146,7 +146,10 @@ def from_pretrained(
     installs the invariant replacements around them (invariant_mode.install_invariant_modules)."""
     fn = "nvfp4.from_pretrained"
     check_arguments(fn, batch_invariant=batch_invariant, dtype=dtype, trust_remote_code=trust_remote_code)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    try:
+        device = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{fn}: device {device!r} is not a device (cpu, cuda, cuda:N): {exc}") from None
     path = files.resolve_folder(path, fn)
     config = files.read_json(path / "config.json", fn)
     spec = read_quant_spec(path, config)
