@@ -26,6 +26,7 @@ from conftest import skip_or_fail
 from nvfp4 import _lib
 from nvfp4 import format as fmt
 from nvfp4 import backends
+from nvfp4.backends.blackwell import TILE_K, aligned_operand
 from tools import cuobjdump
 
 EXPECTED_ARCHS = [a for a in os.environ.get("NVFP4_CUDA_ARCHS", "90a;100a;120a").replace(",", ";").split(";") if a]
@@ -147,6 +148,37 @@ def test_config_queries_reject_unaligned_shapes(lib, family):
     assert "multiple of 32" in lib.nvfp4_last_error().decode()
     assert select(1, 4100, 4096, 1, ctypes.byref(index)) == 1
     assert "multiple of 8" in lib.nvfp4_last_error().decode()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_launches_take_whole_k_tiles_only(lib, family):
+    """A K residue of the tile K would make the last k-tile read scale and data bytes past the operands (TMA fill);
+    the entry points that launch refuse it, before any device call, with the tile K the Python side pads to."""
+    require_family(lib, family)
+    tile = TILE_K[family]
+    size = ctypes.c_size_t(0)
+    workspace_size = getattr(lib, f"nvfp4_{family}_gemm_workspace_size")
+    gemm = getattr(lib, f"nvfp4_{family}_gemm")
+    for k in (tile + 32, tile + 96, 1056):
+        assert workspace_size(16, 4096, k, 1, ctypes.byref(size)) == 1
+        assert f"multiple of the tile K {tile}" in lib.nvfp4_last_error().decode()
+        status = gemm(None, None, 16, 4096, k, None, None, None, 0, None, None, 0, 4096, 1, None, 0, None)
+        assert status == 1 and f"multiple of the tile K {tile}" in lib.nvfp4_last_error().decode()
+    # whole k-tiles pass the shape checks: the next check decides (the device: OK on the target, UNSUPPORTED on
+    # another GPU, a CUDA error without one; for the launch, the NULL pointers)
+    assert workspace_size(16, 4096, 2 * tile, 1, ctypes.byref(size)) in (0, 2, 3)
+    assert gemm(None, None, 16, 4096, 2 * tile, None, None, None, 0, None, None, 0, 4096, 1, None, 0, None) == 1
+    assert "must not be NULL" in lib.nvfp4_last_error().decode()
+
+
+def test_unaligned_operands_are_copied_to_aligned_buffers():
+    """User views (an odd offset, a stride) reach the kernels as aligned contiguous copies, never as raw pointers."""
+    base = torch.arange(64, dtype=torch.bfloat16)
+    for view in (base[1:33], base[::2]):
+        out = aligned_operand(view)
+        assert out.is_contiguous() and out.data_ptr() % 16 == 0 and torch.equal(out, view)
+    aligned = torch.zeros(32, dtype=torch.bfloat16)
+    assert aligned_operand(aligned) is aligned and aligned_operand(None) is None
 
 
 # Representative shapes for the CUTLASS host checks: decode and prefill M (incl. ragged), LLM N/K, K residues of the
@@ -285,13 +317,21 @@ def test_c_abi_refuses_other_devices(lib, family):
 
 # --- NvFp4Linear's sm100/sm120 plumbing on CPU, with the GEMM emulated ------------------------------------------
 
-def _emulated_blackwell_mm(act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias, out_dtype, invariant):
+def _emulated_blackwell_mm(family, k_real, act_packed, act_scales, w_packed, w_scales_swizzled, alpha, bias,
+                           out_dtype, invariant):
     """What the Blackwell kernels compute, from exactly the operands the layer hands them (padded shapes, swizzled
-    scales), via the reference GEMM. Checks the operand contract on the way."""
+    scales), via the reference GEMM. Checks the operand contract on the way: whole k-tiles, and a K tail (past the
+    layer's in_features) of zero data with finite scales, so that no tail product can be NaN."""
     from nvfp4.reference import gemm_reference
     m, k = act_packed.shape[0], act_packed.shape[1] * 2
     n = w_packed.shape[0]
-    assert k % 32 == 0 and n % 8 == 0 and w_packed.shape == (n, k // 2)
+    assert k % TILE_K[family] == 0 and n % 8 == 0 and w_packed.shape == (n, k // 2)
+    g = k_real // 16
+    for packed, swizzled, rows in ((act_packed, act_scales, m), (w_packed, w_scales_swizzled, n)):
+        assert not packed[:, k_real // 2:].any()
+        tail = fmt.unswizzle_scales(swizzled, rows, k // 16)[:, g:].view(torch.float8_e4m3fn).float()
+        assert torch.isfinite(tail).all()
+    assert not fmt.unswizzle_scales(w_scales_swizzled, n, k // 16)[:, g:].any()  # weights: zero scales
     assert alpha.shape == (m,) and alpha.dtype == torch.float32
     a_scales = fmt.unswizzle_scales(act_scales, m, k // 16).view(torch.float8_e4m3fn).float()
     act = fmt.e2m1_values(fmt.unpack_e2m1(act_packed)).float().reshape(m, k // 16, 16) * a_scales.unsqueeze(-1)
@@ -315,19 +355,20 @@ def test_linear_blackwell_branch_plumbing(monkeypatch, family, n, k, activation)
     backend = backends.get(family)
     layer._to_layout(backend)  # what loading onto a CC 10.0 / 12.0 device does
     w = layer.weight
-    if (n % 8, k % 32) == (0, 0):
-        assert w.shape == (n, k // 2)
-    else:  # padded when prepared, with zeros
-        assert w.shape == (-(-n // 8) * 8, -(-k // 32) * 16)
+    n_pad, k_pad = -(-n // 8) * 8, -(-k // TILE_K[family]) * TILE_K[family]
+    assert w.shape == (n_pad, k_pad // 2)  # padded when prepared, with zeros, to whole rows and k-tiles
     assert torch.equal(w[:n, : k // 2], ref_layer.weight) and not w[n:].any() and not w[:, k // 2:].any()
-    assert torch.equal(layer.weight_scale, fmt.swizzle_scales(ref_layer.weight_scale))
+    zero_groups = torch.nn.functional.pad(ref_layer.weight_scale.view(torch.uint8), (0, k_pad // 16 - k // 16))
+    assert torch.equal(layer.weight_scale, fmt.swizzle_scales(zero_groups))
+    for key, value in ref_layer.state_dict().items():  # the runtime layout is undone exactly
+        assert torch.equal(layer.state_dict()[key].reshape(-1).view(torch.uint8), value.reshape(-1).view(torch.uint8)), key
     x = wide_spread(9, k, seed=2)
     want = ref_layer(x)
     calls = []
 
     def fake(*args):
         calls.append(args)
-        return _emulated_blackwell_mm(*args)
+        return _emulated_blackwell_mm(family, k, *args)
 
     monkeypatch.setattr(backend, "_impl", fake)
     monkeypatch.setattr(NvFp4Linear, "resolved_backend", lambda self, device=None: family)

@@ -2,7 +2,9 @@
 
 info:  versions, compiled architectures, the kernel that serves this device (nvfp4.kernel_info()).
 check: batch-invariance self-test through NvFp4Linear over a set of shapes on this device; a pass/fail table and a
-       non-zero exit status on failure. Without a GPU it checks the reference path, and says so.
+       non-zero exit status on failure. Without a GPU it checks the reference path and says plainly that no kernel
+       was checked; --device cuda on a machine that cannot run a kernel fails.
+Argument errors are argparse-style (exit status 2); a command that fails reports one line (exit status 1).
 demo:  loads a committed NVFP4 checkpoint made by ModelOpt (on a GPU the 768-wide one, on CPU the 128-wide one;
        or --model PATH), places a needle prompt at random positions in batches of changing size and shows that its
        logits, greedy tokens and decode-step logits are identical with invariance on and, on a GPU, that they
@@ -12,6 +14,7 @@ demo:  loads a committed NVFP4 checkpoint made by ModelOpt (on a GPU the 768-wid
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import sys
@@ -33,8 +36,43 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+class UsageError(Exception):
+    """A command-line argument this machine or this model cannot serve: reported argparse-style, exit status 2."""
+
+
 def _device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_device(text: str | None) -> torch.device:
+    """--device: cpu or cuda[:N], and it must exist here."""
+    if text is None:
+        return _device()
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {text!r} is not a device; use cpu or cuda[:N]") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {text!r}: nvfp4 runs on cpu or cuda[:N] devices")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: no CUDA device is available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 # --- needle ----------------------------------------------------------------------------------------------------
@@ -117,6 +155,7 @@ def cmd_info(args) -> int:
         info["transformers"] = None
     status = 0
     try:
+        info["build"] = build_description()
         info.update(nvfp4.kernel_info())
     except Exception as exc:  # a library that fails to load is reported, not a traceback
         info["kernel_info_error"] = f"{type(exc).__name__}: {exc}"
@@ -173,8 +212,17 @@ def _backend(layer) -> str:
         return f"none ({type(exc).__name__})"
 
 
+def build_description() -> str:
+    """Whether this installation holds the compiled kernels (a wheel built without nvcc is pure Python)."""
+    from . import _lib
+
+    if _lib.library_path() is None:
+        return "pure Python: no kernel library (built without nvcc); reference path only, GPU layers raise NoKernelError"
+    return f"with the kernel library ({_lib.library_path()})"
+
+
 def cmd_check(args) -> int:
-    device = torch.device(args.device) if args.device else _device()
+    device = resolve_device(args.device)
     if device.type == "cpu":
         _say("No CUDA device: checking the CPU reference path (the GPU kernels are not exercised).")
     else:
@@ -187,6 +235,10 @@ def cmd_check(args) -> int:
         _say(f"{r['M']:>5} {r['N']:>5} {r['K']:>6}  {r['activation']:<10} {r['backend']:<12} {r['status']:<6} {r['note']}")
     failed = [r for r in results if r["status"] != "PASS"]
     _say(f"\n{len(results) - len(failed)}/{len(results)} passed" + ("" if not failed else " -- FAILED"))
+    if device.type == "cpu":
+        _say("No GPU kernel was checked: this run exercised the CPU reference path only and says nothing about a GPU "
+             "deployment. On the GPU machine run `python -m nvfp4 check --device cuda`, which fails when no kernel "
+             "can run there.")
     return 1 if failed else 0
 
 
@@ -207,18 +259,40 @@ def bundled_model(device: torch.device) -> Path:
     raise FileNotFoundError(f"the bundled demo model {name} is missing from the installation; pass --model PATH")
 
 
+def demo_model(args, device: torch.device) -> Path:
+    """The demo's checkpoint folder, with --prompt-len and --tokens checked against its context length."""
+    from .formats import files
+
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("safetensors") is None:
+        raise RuntimeError("the demo needs transformers and safetensors: pip install 'nvfp4[hf]'")
+    path = Path(args.model).expanduser() if args.model else bundled_model(device)
+    if not (path / "config.json").is_file():
+        raise UsageError(f"--model {args.model}: no checkpoint folder with a config.json there")
+    config = files.read_json(path / "config.json", "demo")
+    context = config.get("max_position_embeddings")
+    prompt_len = args.prompt_len or (GPU_PROMPT_LEN if device.type == "cuda" else 16)
+    if isinstance(context, int) and prompt_len + args.tokens > context:
+        raise UsageError(f"--prompt-len {prompt_len} + --tokens {args.tokens} = {prompt_len + args.tokens} tokens "
+                         f"exceed the model's context of {context} (max_position_embeddings in {path / 'config.json'})")
+    vocab = config.get("vocab_size")
+    if isinstance(vocab, int) and vocab <= 4:  # prompts draw token ids from [4, vocab): the first ids are special
+        raise UsageError(f"--model {path}: vocab_size {vocab} leaves no ordinary token ids for the prompts (needs > 4)")
+    args.prompt_len = prompt_len
+    return path
+
+
 def cmd_demo(args) -> int:
+    device = resolve_device(args.device)
+    path = demo_model(args, device)
     from .loading import from_pretrained
 
-    device = torch.device(args.device) if args.device else _device()
-    path = Path(args.model) if args.model else bundled_model(device)
     if device.type == "cpu":
         _say("No CUDA device: running the CPU reference path (slow, invariant by construction; the GPU kernels are "
              "not exercised).")
     on_gpu = device.type == "cuda"
     sizes = GPU_BATCH_SIZES if on_gpu else BATCH_SIZES
     sizes = sizes[:3] if args.quick else sizes
-    prompt_len = args.prompt_len or (GPU_PROMPT_LEN if on_gpu else 16)
+    prompt_len = args.prompt_len
     verdicts: dict[bool, bool] = {}
     modes = (True, False) if device.type == "cuda" else (True,)
     for invariant in modes:
@@ -253,22 +327,34 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="versions, compiled archs and the kernel for this device")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_info)
+    p.set_defaults(fn=cmd_info, parser=p)
     p = sub.add_parser("check", help="batch-invariance self-test of NvFp4Linear on this device")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available); with cuda the "
+                   "check fails when no kernel can run")
     p.add_argument("--quick", action="store_true", help="fewer shapes")
-    p.set_defaults(fn=cmd_check)
+    p.set_defaults(fn=cmd_check, parser=p)
     p = sub.add_parser("demo", help="needle prompt in batches of changing size on a tiny NVFP4 model")
     p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled tiny ModelOpt NVFP4 model)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--tokens", type=int, default=32)
-    p.add_argument("--prompt-len", type=int, default=None,
-                   help=f"tokens per prompt (default {GPU_PROMPT_LEN} on a GPU, 16 on CPU)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+    p.add_argument("--tokens", type=_int_at_least(0), default=32, help="greedy tokens per run (default 32)")
+    p.add_argument("--prompt-len", type=_int_at_least(1), default=None,
+                   help=f"tokens per prompt (default {GPU_PROMPT_LEN} on a GPU, 16 on CPU); with --tokens at most "
+                        f"the model's max_position_embeddings")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--quick", action="store_true", help="fewer batch sizes")
-    p.set_defaults(fn=cmd_demo)
+    p.set_defaults(fn=cmd_demo, parser=p)
     args = parser.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except UsageError as exc:
+        args.parser.error(str(exc))  # argparse's format and exit status 2
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failure of the command, reported in one line, never a traceback
+        message = " ".join(str(exc).split())
+        print(f"{args.parser.prog}: error: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+        return 1
+    return 0  # pragma: no cover - parser.error exits
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,8 +18,10 @@ from torch import nn
 from . import formats
 from .invariant_mode import install_invariant_modules, no_invariant_modules
 from .linear import NvFp4Linear
+from .checks import require_bool
 from .module_tree import MODEL_META_ATTR, fused_group_of, matches_any, set_module
 from .moe_quantize import ExpertsCalibration, experts_to_quantize, quantize_experts
+from .progress import Progress
 from .quantize import quantize
 
 
@@ -32,7 +34,7 @@ def _as_call(model: nn.Module, batch: Any) -> None:
         model(batch)
 
 
-def _calibrate(model: nn.Module, names: list[str], calibration: Iterable[Any]) -> dict[str, torch.Tensor]:
+def _calibrate(model: nn.Module, names: list[str], calibration: Iterable[Any], progress: bool | None) -> dict[str, torch.Tensor]:
     amax: dict[str, torch.Tensor] = {}
     handles = []
 
@@ -47,12 +49,15 @@ def _calibrate(model: nn.Module, names: list[str], calibration: Iterable[Any]) -
     for n in names:
         handles.append(model.get_submodule(n).register_forward_pre_hook(hook_for(n)))
     batches = 0
+    shown = Progress(None, "quantize_model: calibration batches", enabled=progress)
     try:
         with torch.no_grad():
             for batch in calibration:
                 _as_call(model, batch)
                 batches += 1
+                shown.update(batches)
     finally:
+        shown.close()
         for h in handles:
             h.remove()
     if batches == 0:
@@ -72,6 +77,7 @@ def quantize_model(
     recipe: str = "modelopt",
     weight_only: bool = False,
     backend: str = "auto",
+    progress: bool | None = None,
 ) -> nn.Module:
     """Convert the nn.Linear layers of `model` (not matching `ignore`) to NvFp4Linear, in place; returns `model`.
 
@@ -81,11 +87,33 @@ def quantize_model(
     such a model). weight_only=True makes W4A16 layers (activation="none"). recipe: "modelopt" or
     "compressed-tensors" reproduces that tool's weight bytes. batch_invariant=True also replaces the remaining
     bf16 nn.Linear layers (lm_head) by nvfp4.invariant_ops.InvariantLinear.
+
+    Each layer is quantized where its weight lives (a GPU model on its GPU), with the same bytes as on the CPU.
+    progress: None shows progress on stderr once the work has taken a few seconds (a bar on a terminal, occasional
+    lines otherwise), True always, False never.
     """
-    fmt = formats.get(recipe, "quantize_model: recipe")
+    fn = "quantize_model"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
+    fmt = formats.get(recipe, f"{fn}: recipe")
+    require_bool(fn, "batch_invariant", batch_invariant)
+    require_bool(fn, "weight_only", weight_only)
+    if progress is not None:
+        require_bool(fn, "progress", progress)
     if isinstance(ignore, str):
         ignore = (ignore,)
+    if not isinstance(ignore, Iterable):
+        raise TypeError(f"{fn}: ignore must be module-name patterns (a str or an iterable of str), got "
+                        f"{type(ignore).__name__}")
     ignore = tuple(ignore)
+    if calibration is not None and (isinstance(calibration, (torch.Tensor, Mapping, str))
+                                    or not isinstance(calibration, Iterable)):
+        # a bare tensor would be iterated row by row, each row taken for a batch
+        raise TypeError(f"{fn}: calibration must be an iterable of batches (e.g. a list of input tensors), got "
+                        f"{type(calibration).__name__}; wrap a single batch in a list")
+    bad = [p for p in ignore if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"{fn}: ignore must hold module-name patterns (str), got {bad[:3]}")
     if weight_only and calibration is not None:
         raise ValueError("quantize_model: weight_only=True takes no calibration (activations stay bf16)")
     targets = [
@@ -101,7 +129,7 @@ def quantize_model(
     experts_calibration = ExpertsCalibration(model, experts, recipe) if calibration is not None else None
     if experts_calibration is not None:
         with experts_calibration:
-            input_amax = _calibrate(model, targets, calibration)
+            input_amax = _calibrate(model, targets, calibration, progress)
     else:
         input_amax = None
 
@@ -110,7 +138,8 @@ def quantize_model(
 
     weight_amax = {n: model.get_submodule(n).weight.detach().abs().amax().float().cpu() for n in targets}
     mode = "none" if weight_only else ("static" if input_amax is not None else "per-token")
-    for n in targets:
+    shown = Progress(len(targets), "quantize_model: layers", enabled=progress)
+    for done, n in enumerate(targets, 1):
         lin: nn.Linear = model.get_submodule(n)
         w = lin.weight.detach()
         dtype = w.dtype if w.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
@@ -129,6 +158,8 @@ def quantize_model(
                                            batch_invariant=batch_invariant, dtype=dtype, backend=backend)
         fmt.remember(layer, extras)
         set_module(model, n, layer)
+        shown.update(done, n)
+    shown.close()
     quantize_experts(model, experts, fmt, mode, experts_calibration, batch_invariant=batch_invariant, backend=backend)
     invariant = install_invariant_modules(model) if batch_invariant else no_invariant_modules()
     setattr(model, MODEL_META_ATTR, {

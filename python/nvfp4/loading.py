@@ -9,9 +9,7 @@ ValueError: never a silently wrong model.
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,8 @@ import torch
 from torch import nn
 
 from . import formats
-from .formats import UNSUPPORTED_SUFFIXES, QuantSpec, UnsupportedCheckpointError
+from .checks import ACTIVATION_DTYPES, require_bool
+from .formats import UNSUPPORTED_SUFFIXES, QuantSpec, UnsupportedCheckpointError, files
 from .formats.base import dtype_name
 from .invariant_mode import install_invariant_modules, no_invariant_modules
 from .linear import NvFp4Linear
@@ -32,45 +31,47 @@ def read_quant_spec(path: Path, config: dict[str, Any]) -> QuantSpec:
     return formats.detect(path, config)
 
 
+# --- arguments and files ---------------------------------------------------------------------------------------
+
+
+def check_arguments(fn: str, *, batch_invariant: object, dtype: object, trust_remote_code: object) -> None:
+    require_bool(fn, "batch_invariant", batch_invariant)
+    require_bool(fn, "trust_remote_code", trust_remote_code)
+    if dtype not in ACTIVATION_DTYPES:
+        raise TypeError(f"{fn}: dtype must be torch.bfloat16 or torch.float16 (the NVFP4 layers' activation dtype), "
+                        f"got {dtype!r}")
+
+
+def in_files(sources: dict[str, Path], keys: list[str]) -> str:
+    """The file(s) the named tensors came from, for error messages."""
+    names = sorted({str(sources[k]) for k in keys if k in sources})
+    return ", ".join(names) or "(no file)"
+
+
 # --- tensors ---------------------------------------------------------------------------------------------------
 
 
 def checkpoint_files(path: Path) -> list[Path]:
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map") or {}
-        files = sorted(set(weight_map.values()))
-        missing = [f for f in files if not (path / f).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{path}: shards named in model.safetensors.index.json are missing: {missing}")
-        return [path / f for f in files]
-    single = path / "model.safetensors"
-    if single.is_file():
-        return [single]
-    raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json (only safetensors is read)")
+    return files.checkpoint_files(path)
 
 
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path, sources: dict[str, Path] | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint folder; `sources`, when given, gets each tensor's file."""
     from safetensors.torch import load_file
 
     out: dict[str, torch.Tensor] = {}
     for f in checkpoint_files(path):
-        for k, v in load_file(str(f)).items():
+        try:
+            shard = load_file(str(f))
+        except Exception as exc:  # safetensors raises its own error types; say which file
+            raise ValueError(f"nvfp4.from_pretrained: {f} is not a readable safetensors file: {exc}") from exc
+        for k, v in shard.items():
             if k in out:
                 raise ValueError(f"{path}: tensor {k} appears in more than one shard")
             out[k] = v
+            if sources is not None:
+                sources[k] = f
     return out
-
-
-def _resolve(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        return p
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover
-        raise FileNotFoundError(f"{path} is not a folder (and huggingface_hub is not installed to fetch it)") from exc
-    return Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
 
 
 # --- per-module conversion -------------------------------------------------------------------------------------
@@ -86,23 +87,41 @@ def _should_quantize(spec: QuantSpec, name: str, module: nn.Module) -> bool:
 
 
 def _build_model(path: Path, dtype: torch.dtype, trust_remote_code: bool) -> nn.Module:
+    """The transformers model of config.json, built one way whatever the config names: the class of
+    `architectures[0]` when transformers has it, else the AutoModelForCausalLM class of its model_type; either way
+    through `_from_config(config, dtype=...)`, which keeps buffers that the model makes in float32 (rotary inv_freq)
+    in float32. Nothing is cast afterwards (a model-wide .to(dtype) would cast those buffers and move the logits)."""
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    where = path / "config.json"
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError) as exc:
+        raise UnsupportedCheckpointError(f"nvfp4.from_pretrained: {where}: transformers cannot read this config "
+                                         f"({type(exc).__name__}: {exc})") from exc
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # we do the quantized loading; transformers must not
     archs = getattr(config, "architectures", None) or []
-    cls = getattr(transformers, archs[0], None) if archs else None
+    cls = getattr(transformers, archs[0], None) if archs and isinstance(archs[0], str) else None
+    if cls is not None and not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        cls = None
     init = getattr(getattr(transformers, "modeling_utils", None), "no_init_weights", None)
     ctx = init() if init is not None else _nullcontext()
     with ctx:
         if cls is not None:
-            try:
-                model = cls._from_config(config, dtype=dtype)
-            except TypeError:  # transformers < 4.56 spells it torch_dtype
-                model = cls._from_config(config, torch_dtype=dtype)
+            build = cls._from_config
         else:
-            model = transformers.AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code).to(dtype)
+            def build(cfg, **kwargs):
+                return transformers.AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code, **kwargs)
+        try:
+            try:
+                model = build(config, dtype=dtype)
+            except TypeError:  # transformers < 4.56 spells it torch_dtype
+                model = build(config, torch_dtype=dtype)
+        except ValueError as exc:
+            raise UnsupportedCheckpointError(
+                f"nvfp4.from_pretrained: {where}: no transformers model class for architectures={archs} "
+                f"(model_type={getattr(config, 'model_type', None)!r}): {exc}") from exc
     return model
 
 
@@ -126,13 +145,20 @@ def from_pretrained(
     """Load an NVFP4 checkpoint (ModelOpt or compressed-tensors, safetensors, sharded or not) as a transformers
     model whose quantized Linears are NvFp4Linear. batch_invariant=True builds the layers in invariant mode and
     installs the invariant replacements around them (invariant_mode.install_invariant_modules)."""
-    path = _resolve(path)
-    config = json.loads((path / "config.json").read_text())
+    fn = "nvfp4.from_pretrained"
+    check_arguments(fn, batch_invariant=batch_invariant, dtype=dtype, trust_remote_code=trust_remote_code)
+    try:
+        device = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{fn}: device {device!r} is not a device (cpu, cuda, cuda:N): {exc}") from None
+    path = files.resolve_folder(path, fn)
+    config = files.read_json(path / "config.json", fn)
     spec = read_quant_spec(path, config)
     fmt = formats.get(spec.format)
-    tensors = read_tensors(path)
+    sources: dict[str, Path] = {}
+    tensors = read_tensors(path, sources)
+    formats.check_tensor_format(spec, tensors, path)
     model = _build_model(path, dtype, trust_remote_code)
-    device = torch.device(device) if device is not None else torch.device("cpu")
 
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     consumed: set[str] = set()
@@ -159,7 +185,11 @@ def from_pretrained(
         bad = [s for s in UNSUPPORTED_SUFFIXES if f"{name}.{s}" in tensors]
         if bad:
             raise UnsupportedCheckpointError(f"nvfp4.from_pretrained: {name} has {bad}: AWQ/SVDQuant/zero-point variants are not supported")
-        sd, extras = fmt.read_layer(name, own, spec.activation)
+        shard = in_files(sources, [f"{name}.{k}" for k in own])
+        try:
+            sd, extras = fmt.read_layer(name, own, spec.activation)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{shard}: {exc}") from exc
         if ("bias" in sd) != (lin.bias is not None):
             raise ValueError(f"nvfp4.from_pretrained: {name}: the model {'has' if lin.bias is not None else 'has no'} bias, the checkpoint {'has' if 'bias' in sd else 'has none'}")
         layer = NvFp4Linear(
@@ -169,7 +199,7 @@ def from_pretrained(
         try:
             layer.load_state_dict(sd, strict=True)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise type(exc)(f"nvfp4.from_pretrained: {name}: {exc}") from exc
+            raise type(exc)(f"nvfp4.from_pretrained: {shard}: {name}: {exc}") from exc
         fmt.remember(layer, extras)
         set_module(model, name, layer)
         consumed.update(f"{name}.{k}" for k in own)

@@ -19,6 +19,7 @@ def quantize(x: torch.Tensor, *, amax: torch.Tensor | float | None = None, recip
     """
     fn = "nvfp4.quantize"
     require_tensor(fn, "x", x)
+    x = x.detach()  # a Parameter quantizes to plain tensors, with no graph behind them
     require_dtype(fn, "x", x, (torch.bfloat16, torch.float16, torch.float32))
     require_dim(fn, "x", x, 2)
     require_multiple(fn, "x.shape[1] (K)", x.shape[1], BLOCK_SIZE)
@@ -30,13 +31,11 @@ def quantize(x: torch.Tensor, *, amax: torch.Tensor | float | None = None, recip
     else:
         if isinstance(amax, torch.Tensor) and amax.numel() != 1:
             raise ValueError(f"{fn}: amax must be a single value, got shape {tuple(amax.shape)}")
-        amax_t = torch.as_tensor(amax, dtype=torch.float32, device=x.device).reshape(())
+        if isinstance(amax, bool) or not isinstance(amax, (int, float, torch.Tensor)):
+            raise TypeError(f"{fn}: amax must be a number or a one-element tensor, got {type(amax).__name__}")
+        amax_t = torch.as_tensor(amax, dtype=torch.float32).detach().to(x.device).reshape(())
     if not bool(torch.isfinite(amax_t)) or float(amax_t) <= 0:
         raise ValueError(f"{fn}: amax must be finite and > 0, got {float(amax_t)} (x all zero or non-finite?)")
-    # The recipes run on CPU whatever x's device: torch's CUDA division by a scalar multiplies by its reciprocal,
-    # which would make the bytes depend on where the weights happen to live.
-    q = fmt.quantize_weight(x.cpu(), amax_t.cpu())
-    if x.device.type == "cpu":
-        return q
-    move = lambda t: None if t is None else t.to(x.device)  # noqa: E731
-    return NvFp4Tensor(move(q.data), move(q.scale), move(q.global_scale), move(q.encode_scale))
+    # The recipe runs where x lives. Its divisors are tensors on x's device (formats/base.divide_by): torch's CUDA
+    # division by a CPU scalar multiplies by the reciprocal instead, which would make the bytes depend on the device.
+    return fmt.quantize_weight(x, amax_t)

@@ -31,13 +31,23 @@ def _unquantized_linears(model: nn.Module) -> list[str]:
 
 
 def _parse_size(size: int | str) -> int:
-    if isinstance(size, int):
-        return size
-    s = size.strip().upper()
-    for unit, mult in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
-        if s.endswith(unit):
-            return int(float(s[: -len(unit)]) * mult)
-    return int(s)
+    """max_shard_size: a positive number of bytes, as an int or a string such as "5GB", "200MB", "1000"."""
+    fn = "nvfp4.save_pretrained"
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        raise TypeError(f"{fn}: max_shard_size must be an int (bytes) or a string such as '5GB', got "
+                        f"{type(size).__name__}")
+    value: float | None = float(size) if isinstance(size, int) else None
+    if value is None:
+        text = size.strip().upper()
+        mult = next((m for unit, m in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)) if text.endswith(unit)), 1)
+        number = text[:-2] if mult != 1 else text
+        try:
+            value = float(number) * mult
+        except ValueError:
+            raise ValueError(f"{fn}: max_shard_size {size!r} is not a size (an int, or a number with KB, MB or GB)") from None
+    if not value >= 1:
+        raise ValueError(f"{fn}: max_shard_size must be at least 1 byte, got {size!r}")
+    return int(value)
 
 
 def save_pretrained(
@@ -50,7 +60,14 @@ def save_pretrained(
     """Write `model` (with NvFp4Linear layers) to folder `path` in the given checkpoint format."""
     from safetensors.torch import save_file
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"nvfp4.save_pretrained: model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"nvfp4.save_pretrained: path must be a str or os.PathLike, got {type(path).__name__}")
+    if Path(path).exists() and not Path(path).is_dir():
+        raise NotADirectoryError(f"nvfp4.save_pretrained: {path} is a file; pass a folder to write the checkpoint into")
     fmt = formats.get(format, "nvfp4.save_pretrained: format")
+    max_bytes = _parse_size(max_shard_size)
     layers = {n: m for n, m in model.named_modules() if isinstance(m, NvFp4Linear)}
     experts = quantized_experts(model)
     if not layers and not experts:
@@ -89,7 +106,7 @@ def save_pretrained(
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    _write_shards(save_file, tensors, out, _parse_size(max_shard_size))
+    _write_shards(save_file, tensors, out, max_bytes)
 
     qc = fmt.write_config(model, out, static, _unquantized_linears(model))
     config = model.config

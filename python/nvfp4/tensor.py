@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import require_dim, require_dtype, require_multiple, require_shape, require_tensor
 from .format import BLOCK_SIZE, e2m1_values, unpack_e2m1
 
 
@@ -43,9 +44,22 @@ class NvFp4Tensor:
 
 def dequantize(t: NvFp4Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """e2m1 * block scale * global scale, computed in float32 and then cast to `dtype`."""
+    fn = "nvfp4.dequantize"
     if not isinstance(t, NvFp4Tensor):
-        raise TypeError(f"dequantize: t must be an NvFp4Tensor, got {type(t).__name__}")
+        raise TypeError(f"{fn}: t must be an NvFp4Tensor, got {type(t).__name__}")
+    require_tensor(fn, "t.data", t.data)
+    require_dtype(fn, "t.data", t.data, (torch.uint8,))
+    require_dim(fn, "t.data", t.data, 2)
     rows, cols = t.shape
+    require_tensor(fn, "t.scale", t.scale)
+    require_dtype(fn, "t.scale", t.scale, (torch.float8_e4m3fn, torch.uint8))
+    require_multiple(fn, "K (2 * t.data.shape[1])", cols, BLOCK_SIZE)
+    require_shape(fn, "t.scale", t.scale, (rows, cols // BLOCK_SIZE))
+    require_tensor(fn, "t.global_scale", t.global_scale)
+    if t.global_scale.numel() != 1:
+        raise ValueError(f"{fn}: t.global_scale must hold one value, got shape {tuple(t.global_scale.shape)}")
+    if t.scale.dtype == torch.uint8:
+        t = NvFp4Tensor(t.data, t.scale.view(torch.float8_e4m3fn), t.global_scale, t.encode_scale)
     values = e2m1_values(unpack_e2m1(t.data)).reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
     block = t.scale.to(torch.float32).reshape(rows, cols // BLOCK_SIZE, 1)
     return (values * block * t.global_scale.float()).reshape(rows, cols).to(dtype)

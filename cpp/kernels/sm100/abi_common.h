@@ -26,6 +26,7 @@ struct Family {
   int required_sm;           // 100 / 120: the only compute capability the sm_100a / sm_120a cubins run on
   const ConfigEntry* table;
   int num_configs;
+  int64_t tile_k;            // K depth of every configuration's tile (config.h kTileK)
   int (*select)(int64_t M, int64_t N, int64_t K, int invariant);
 };
 
@@ -40,6 +41,16 @@ inline int check_shape(const Family& f, int64_t M, int64_t N, int64_t K) {
   return NVFP4_OK;
 }
 
+// A launch reads whole k-tiles: with K a multiple of the tile K no k-tile reaches past the packed rows or the
+// swizzled scale buffers, so no byte the caller did not write (TMA out-of-bounds fill included) enters a product.
+inline int check_whole_k_tiles(const Family& f, int64_t K) {
+  NVFP4_REQUIRE(K % f.tile_k == 0,
+                "%s: K must be a multiple of the tile K %lld for a launch (no partial k-tile may read past the "
+                "operands; NvFp4Linear pads K with zero weights and zero scales) (got %lld)", f.prefix,
+                (long long)f.tile_k, (long long)K);
+  return NVFP4_OK;
+}
+
 inline int check_invariant(const Family& f, int invariant) {
   NVFP4_REQUIRE(invariant == 0 || invariant == 1, "%s: invariant must be 0 or 1 (got %d)", f.prefix, invariant);
   return NVFP4_OK;
@@ -47,9 +58,8 @@ inline int check_invariant(const Family& f, int invariant) {
 
 // The device must be exactly the one the arch-specific ('a') cubins were built for: sm_100a code does not run on
 // 10.3 (B300) and sm_120a code does not run on 12.1 (GB10).
-inline int require_device(const Family& f, int* sm_count) {
-  int device = 0;
-  int rc = check_cuda(cudaGetDevice(&device), f.prefix);
+inline int require_device(const Family& f, int* device, int* sm_count) {
+  int rc = check_cuda(cudaGetDevice(device), f.prefix);
   if (rc != NVFP4_OK) return rc;
   const int sm = current_device_sm();
   if (sm < 0) return NVFP4_ERR_CUDA;
@@ -58,7 +68,7 @@ inline int require_device(const Family& f, int* sm_count) {
                 "only; the current device is %d.%d", f.prefix, f.required_sm, f.required_sm / 10, f.required_sm % 10,
                 sm / 10, sm % 10);
   }
-  return check_cuda(cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, device), f.prefix);
+  return check_cuda(cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, *device), f.prefix);
 }
 
 inline int config_index(const Family& f, int64_t M, int64_t N, int64_t K, int invariant, int* index) {
@@ -112,9 +122,10 @@ inline int workspace_size(const Family& f, int64_t M, int64_t N, int64_t K, int 
   NVFP4_REQUIRE(bytes != nullptr, "%s_workspace_size: bytes must not be NULL", f.prefix);
   int index = 0;
   int rc = config_index(f, M, N, K, invariant, &index);
+  if (rc == NVFP4_OK) rc = check_whole_k_tiles(f, K);
   if (rc != NVFP4_OK) return rc;
-  int sms = 0;
-  rc = require_device(f, &sms);
+  int device = 0, sms = 0;
+  rc = require_device(f, &device, &sms);
   if (rc != NVFP4_OK) return rc;
   int can = 0, layout_ok = 0;
   return host_check(f, index, M, N, K, NVFP4_DTYPE_BF16, sms, &can, bytes, &layout_ok);
@@ -126,6 +137,7 @@ inline int gemm(const Family& f, const uint8_t* act_packed, const uint8_t* act_s
                 size_t workspace_bytes, void* stream) {
   int index = 0;
   int rc = config_index(f, M, N, K, invariant, &index);
+  if (rc == NVFP4_OK) rc = check_whole_k_tiles(f, K);
   if (rc != NVFP4_OK) return rc;
   NVFP4_REQUIRE(act_packed && act_scales && w_packed && w_scales && alpha && out,
                 "%s: act_packed, act_scales, w_packed, w_scales, alpha and out must not be NULL", f.prefix);
@@ -136,14 +148,16 @@ inline int gemm(const Family& f, const uint8_t* act_packed, const uint8_t* act_s
   NVFP4_REQUIRE(out_row_stride >= N && out_row_stride % 8 == 0 && out_row_stride <= INT64_MAX / M,
                 "%s: out_row_stride must be >= N and a multiple of 8 (got %lld, N=%lld)", f.prefix,
                 (long long)out_row_stride, (long long)N);
-  NVFP4_REQUIRE(aligned_to(act_packed, 16) && aligned_to(w_packed, 16), "%s: packed operands must be 16-byte aligned",
-                f.prefix);
-  NVFP4_REQUIRE(aligned_to(act_scales, 16) && aligned_to(w_scales, 16), "%s: scales must be 16-byte aligned", f.prefix);
-  NVFP4_REQUIRE(aligned_to(out, 16), "%s: out must be 16-byte aligned", f.prefix);
-  NVFP4_REQUIRE(bias == nullptr || aligned_to(bias, 16), "%s: bias must be 16-byte aligned", f.prefix);
-  NVFP4_REQUIRE(aligned_to(alpha, 4), "%s: alpha must be 4-byte aligned", f.prefix);
-  int sms = 0;
-  rc = require_device(f, &sms);
+  // TMA loads and stores and the vectorised bias loads need 16-byte aligned addresses (alpha is read per element).
+  NVFP4_REQUIRE(aligned_to(act_packed, 16), "%s: act_packed must be 16-byte aligned (got %p)", f.prefix, act_packed);
+  NVFP4_REQUIRE(aligned_to(w_packed, 16), "%s: w_packed must be 16-byte aligned (got %p)", f.prefix, w_packed);
+  NVFP4_REQUIRE(aligned_to(act_scales, 16), "%s: act_scales must be 16-byte aligned (got %p)", f.prefix, act_scales);
+  NVFP4_REQUIRE(aligned_to(w_scales, 16), "%s: w_scales must be 16-byte aligned (got %p)", f.prefix, w_scales);
+  NVFP4_REQUIRE(aligned_to(out, 16), "%s: out must be 16-byte aligned (got %p)", f.prefix, out);
+  NVFP4_REQUIRE(bias == nullptr || aligned_to(bias, 16), "%s: bias must be 16-byte aligned (got %p)", f.prefix, bias);
+  NVFP4_REQUIRE(aligned_to(alpha, 4), "%s: alpha must be 4-byte aligned (got %p)", f.prefix, alpha);
+  int device = 0, sms = 0;
+  rc = require_device(f, &device, &sms);
   if (rc != NVFP4_OK) return rc;
   GemmArgs a;
   a.M = M, a.N = N, a.K = K;
@@ -151,6 +165,7 @@ inline int gemm(const Family& f, const uint8_t* act_packed, const uint8_t* act_s
   a.alpha = alpha, a.alpha_per_row = alpha_per_row, a.bias = bias;
   a.out = out, a.out_row_stride = out_row_stride, a.out_dtype = out_dtype;
   a.workspace = workspace, a.workspace_bytes = workspace_bytes, a.stream = stream, a.sm_count = sms;
+  a.device_id = device;  // CUTLASS's hw_info: the device the launch runs on, not device 0
   return f.table[index].run(a);
 }
 

@@ -26,6 +26,7 @@ struct GemmArgs {
   size_t workspace_bytes = 0;
   void* stream = nullptr;
   int sm_count = 0;              // > 0 always: passed explicitly so CUTLASS never queries the device
+  int device_id = 0;             // the current CUDA device (the one the launch runs on); 0 for host-only checks
 };
 
 // What a configuration's host-side check reports (no device call is made).

@@ -112,7 +112,7 @@ struct Runner {
     fusion.op_0.dCol = cute::Stride<bool, cute::_0, cute::_0>{a.alpha_per_row != 0, {}, {}};
     fusion.op_2.ptr_row = reinterpret_cast<const ElementBias*>(a.bias);
     fusion.op_2.null_default = ElementBias(0);
-    args.hw_info.device_id = 0;
+    args.hw_info.device_id = a.device_id;
     args.hw_info.sm_count = a.sm_count;  // explicit: CUTLASS must not query the device
     return args;
   }

@@ -18,6 +18,10 @@ enum Config : int {
   kNumConfigs = 3,
 };
 
+// K depth of every configuration's tile. The GEMM entry points take only K that is a multiple of it, so that no
+// k-tile reads data or scale bytes past the operands (NvFp4Linear pads K with zero weights and zero scales).
+constexpr int64_t kTileK = 256;
+
 inline const char* config_name(int c) {
   switch (c) {
     case k1Sm_128x128x256: return "sm100_1sm_128x128x256_c1x1x1_persistent";

@@ -20,7 +20,7 @@ const blackwell::ConfigEntry kTable[kNumConfigs] = {
     {config_name(k2Sm_256x256x256), run_cfg_2sm_256x256x256, check_cfg_2sm_256x256x256},
 };
 int select(int64_t M, int64_t N, int64_t K, int invariant) { return select_config(M, N, K, invariant); }
-const blackwell::Family kFamily{"nvfp4_sm100_gemm", 100, kTable, kNumConfigs, select};
+const blackwell::Family kFamily{"nvfp4_sm100_gemm", 100, kTable, kNumConfigs, kTileK, select};
 }  // namespace
 }  // namespace sm100
 }  // namespace nvfp4

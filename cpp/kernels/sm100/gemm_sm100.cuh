@@ -15,6 +15,7 @@ struct Sm100Nvf4Gemm {
   // Per-CTA tile: a 2SM MMA tile is split along M over the CTA pair.
   using CtaTileShape = cute::Shape<cute::Int<cute::size<0>(MmaTileShape{}) / (k2Sm ? 2 : 1)>,
                                    cute::Int<cute::size<1>(MmaTileShape{})>, cute::Int<cute::size<2>(MmaTileShape{})>>;
+  static_assert(cute::size<2>(MmaTileShape{}) == kTileK, "every SM100 configuration has the tile K of config.h");
   using Gemm = typename BlockScaledNvf4Gemm<cutlass::arch::Sm100, MmaTileShape, CtaTileShape, ClusterShape,
                                             MainloopSchedule, EpilogueSchedule, ElementD>::Gemm;
 };

@@ -17,6 +17,10 @@ enum Config : int {
   kNumConfigs = 2,
 };
 
+// K depth of every configuration's tile. The GEMM entry points take only K that is a multiple of it, so that no
+// k-tile reads data or scale bytes past the operands (NvFp4Linear pads K with zero weights and zero scales).
+constexpr int64_t kTileK = 128;
+
 inline const char* config_name(int c) {
   switch (c) {
     case kCoop_128x128x128: return "sm120_coop_128x128x128_c1x1x1_persistent";

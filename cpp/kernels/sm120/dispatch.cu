@@ -17,7 +17,7 @@ const blackwell::ConfigEntry kTable[kNumConfigs] = {
     {config_name(kCoop_256x128x128), run_cfg_coop_256x128x128, check_cfg_coop_256x128x128},
 };
 int select(int64_t M, int64_t N, int64_t K, int invariant) { return select_config(M, N, K, invariant); }
-const blackwell::Family kFamily{"nvfp4_sm120_gemm", 120, kTable, kNumConfigs, select};
+const blackwell::Family kFamily{"nvfp4_sm120_gemm", 120, kTable, kNumConfigs, kTileK, select};
 }  // namespace
 }  // namespace sm120
 }  // namespace nvfp4

@@ -11,9 +11,14 @@ using namespace nvfp4::blackwell;
 
 // SM120 has no clusters and no 2SM MMAs: the CTA tile is the MMA tile.
 template <class TileShape, class MainloopSchedule, class EpilogueSchedule, class ElementD>
-using Sm120Nvf4Gemm = typename BlockScaledNvf4Gemm<cutlass::arch::Sm120, TileShape, TileShape,
-                                                   cute::Shape<cute::_1, cute::_1, cute::_1>, MainloopSchedule,
-                                                   EpilogueSchedule, ElementD>::Gemm;
+struct Sm120Nvf4GemmOf {
+  static_assert(cute::size<2>(TileShape{}) == kTileK, "every SM120 configuration has the tile K of config.h");
+  using Gemm = typename BlockScaledNvf4Gemm<cutlass::arch::Sm120, TileShape, TileShape,
+                                            cute::Shape<cute::_1, cute::_1, cute::_1>, MainloopSchedule,
+                                            EpilogueSchedule, ElementD>::Gemm;
+};
+template <class TileShape, class MainloopSchedule, class EpilogueSchedule, class ElementD>
+using Sm120Nvf4Gemm = typename Sm120Nvf4GemmOf<TileShape, MainloopSchedule, EpilogueSchedule, ElementD>::Gemm;
 
 }  // namespace sm120
 }  // namespace nvfp4

@@ -20,13 +20,15 @@ from torch import nn
 
 from ..format import BLOCK_SIZE, E2M1_MAX, GLOBAL_SCALE_RANGE, e2m1_codes, pack_e2m1, to_e4m3
 from ..tensor import NvFp4Tensor
-from .base import QuantSpec, UnsupportedCheckpointError, dtype_name, global_scalar
+from .base import QuantSpec, UnsupportedCheckpointError, config_object, dtype_name, global_scalar, optional_object, pattern_list
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..linear import NvFp4Linear
 
 NAME = "compressed-tensors"
 LAYER_KEYS = ("weight_packed", "weight_scale", "weight_global_scale", "input_global_scale", "weight_shape", "bias")
+# Tensor suffixes only this format writes (formats.check_tensor_format).
+SIGNATURE_KEYS = ("weight_packed", "weight_global_scale", "input_global_scale", "weight_shape")
 # The compressed-tensors format version whose files we match (tests/fixtures/ct-nvfp4, written by 0.19.0).
 FORMAT_VERSION = "0.19.0"
 
@@ -77,13 +79,13 @@ def ct_block_quantize(x: torch.Tensor, encode: torch.Tensor) -> tuple[torch.Tens
     rows, cols = x.shape
     dtype = x.dtype
     blocks = x.reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
-    g = encode.float().reshape(1)
+    g = encode.float().reshape(1).to(x.device)
     # Observer (llm-compressor memoryless_minmax) -> calculate_qparams: block min/max in the model dtype, then
     # max(|min|, |max|) = the block amax, still in the model dtype.
     block_amax = blocks.abs().amax(dim=-1)
     # scales = max_val_pos / (bit_range.to(dtype) / 2): the divisor 6 is a 0-d tensor of the model dtype, so the
     # division rounds to the model dtype (bf16) -- before any global scale is applied.
-    six = torch.tensor(2 * E2M1_MAX, dtype=torch.float32).to(dtype) / 2
+    six = torch.tensor(2 * E2M1_MAX, dtype=torch.float32, device=x.device).to(dtype) / 2  # exact: 6
     local = block_amax / six
     # global_scale (fp32 [1]) * local (model dtype) promotes to fp32: one fp32 rounding of the product.
     scale = g * local
@@ -133,9 +135,9 @@ def remember(layer: "NvFp4Linear", extras: dict[str, float]) -> None:
 
 # --- reading ---------------------------------------------------------------------------------------------------
 
-def _spec(qc: dict[str, Any]) -> QuantSpec:
+def _spec(qc: dict[str, Any], source: str) -> QuantSpec:
     top_format = qc.get("format")
-    groups = qc.get("config_groups") or {}
+    groups = optional_object(qc.get("config_groups"), f"{source}.config_groups")
     if len(groups) != 1:
         raise UnsupportedCheckpointError(
             f"compressed-tensors checkpoint with {len(groups)} config_groups: only one NVFP4 group is supported"
@@ -145,6 +147,7 @@ def _spec(qc: dict[str, Any]) -> QuantSpec:
     if qc.get("kv_cache_scheme"):
         raise UnsupportedCheckpointError("compressed-tensors kv_cache_scheme is not supported")
     (name, group), = groups.items()
+    group = config_object(group, f"{source}.config_groups.{name}")
     fmt = group.get("format") or top_format
     if fmt != "nvfp4-pack-quantized":
         raise UnsupportedCheckpointError(
@@ -154,7 +157,7 @@ def _spec(qc: dict[str, Any]) -> QuantSpec:
     status = qc.get("quantization_status", "compressed")
     if status != "compressed":
         raise UnsupportedCheckpointError(f"compressed-tensors quantization_status {status!r}: expected 'compressed'")
-    w = group.get("weights") or {}
+    w = optional_object(group.get("weights"), f"{source}.config_groups.{name}.weights")
     want = {"num_bits": 4, "type": "float", "group_size": 16, "strategy": "tensor_group", "symmetric": True}
     for key, value in want.items():
         if key in w and w[key] != value:
@@ -167,6 +170,7 @@ def _spec(qc: dict[str, Any]) -> QuantSpec:
     if a is None:
         activation = "none"
     else:
+        a = config_object(a, f"{source}.config_groups.{name}.input_activations")
         for key in ("num_bits", "type", "group_size", "strategy"):
             if key in a and a[key] != want[key]:
                 raise UnsupportedCheckpointError(
@@ -180,8 +184,9 @@ def _spec(qc: dict[str, Any]) -> QuantSpec:
             )
         activation = "static"
     kind = "NVFP4" if activation == "static" else "NVFP4A16"
+    targets = pattern_list(group.get("targets"), f"{source}.config_groups.{name}.targets") or ["Linear"]
     return QuantSpec(
-        NAME, activation, list(qc.get("ignore") or []), list(group.get("targets") or ["Linear"]),
+        NAME, activation, pattern_list(qc.get("ignore"), f"{source}.ignore"), targets,
         description=f"compressed-tensors nvfp4-pack-quantized ({kind})",
     )
 
@@ -191,7 +196,7 @@ def detect(path: Path, config: dict[str, Any]) -> QuantSpec | None:
     qc = config.get("quantization_config")
     if qc is None or qc.get("quant_method") != NAME:
         return None
-    return _spec(qc)
+    return _spec(qc, f"{path / 'config.json'}: quantization_config")
 
 
 def is_quantized_on_disk(name: str, tensors: dict[str, torch.Tensor]) -> bool:
@@ -208,8 +213,10 @@ def read_layer(name: str, t: dict[str, torch.Tensor], activation: str) -> tuple[
         raise TypeError(f"{fn}: {name}.weight_packed must be uint8, got {dtype_name(packed)}")
     if "weight_shape" in t:  # older compressed-tensors versions store the unpacked shape
         shape = tuple(int(v) for v in t["weight_shape"].reshape(-1).tolist())
-        if shape != (packed.shape[0], packed.shape[1] * 2):
-            raise ValueError(f"{fn}: {name}.weight_shape {shape} does not match weight_packed {tuple(packed.shape)}")
+        unpacked = (packed.shape[0], packed.shape[1] * 2)
+        if shape != unpacked:
+            raise ValueError(f"{fn}: {name}.weight_shape must be {unpacked} (the unpacked shape of weight_packed "
+                             f"{tuple(packed.shape)}: two e2m1 values per byte), got {shape}")
     enc_w = global_scalar(fn, f"{name}.weight_global_scale", t["weight_global_scale"])
     sd = {"weight": packed, "weight_scale": t["weight_scale"], "weight_scale_2": decode_scale_for_encode(enc_w)}
     encodes = {"weight_global_scale": float(enc_w)}

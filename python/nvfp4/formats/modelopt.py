@@ -17,13 +17,16 @@ from torch import nn
 
 from ..format import BLOCK_SIZE, E2M1_MAX, E4M3_MAX, E4M3_MIN_SUBNORMAL, GLOBAL_SCALE_RANGE, e2m1_codes, pack_e2m1, to_e4m3
 from ..tensor import NvFp4Tensor
-from .base import QuantSpec, UnsupportedCheckpointError, global_scalar
+from .base import QuantSpec, UnsupportedCheckpointError, config_object, divide_by, global_scalar, pattern_list
+from .files import read_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..linear import NvFp4Linear
 
 NAME = "modelopt"
 LAYER_KEYS = ("weight", "weight_scale", "weight_scale_2", "input_scale", "bias")
+# Tensor suffixes only this format writes (formats.check_tensor_format).
+SIGNATURE_KEYS = ("weight_scale_2", "input_scale")
 
 
 # --- recipe ----------------------------------------------------------------------------------------------------
@@ -41,7 +44,7 @@ def block_quantize(x: torch.Tensor, global_decode: torch.Tensor, *, signed_zero:
     # The block amax is taken on the input dtype and then widened (exact either way: max of bf16 values is a bf16
     # value). Everything after this is fp32, as in NVFP4QTensor.get_weights_scaling_factor.
     blocks = x.float().reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)
-    s2 = global_decode.float()
+    s2 = global_decode.float().to(x.device)
     if s2.dim() != 0:
         s2 = s2.reshape(-1, 1)
     block_amax = blocks.abs().amax(dim=-1)  # NaN propagates: a NaN block gets a NaN scale
@@ -67,7 +70,7 @@ def quantize_weight(x: torch.Tensor, amax: torch.Tensor) -> NvFp4Tensor:
     """
     # weight_scale_2 = amax.float() / (E2M1_MAX * 448): the constant 2688 is formed in Python (exact), the
     # division is one fp32 IEEE division.
-    global_decode = amax.float().reshape(()) / GLOBAL_SCALE_RANGE
+    global_decode = divide_by(amax.float().reshape(()), GLOBAL_SCALE_RANGE)
     codes, block_scale = block_quantize(x, global_decode, signed_zero=False)
     return NvFp4Tensor(pack_e2m1(codes), block_scale, global_decode)
 
@@ -75,7 +78,7 @@ def quantize_weight(x: torch.Tensor, amax: torch.Tensor) -> NvFp4Tensor:
 def input_scale(amax: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, float]]:
     """The static input scale ModelOpt stores for a calibrated activation amax: amax.float() / (6 * 448), one fp32
     division; no extra values to remember."""
-    return amax.float().reshape(()) / GLOBAL_SCALE_RANGE, {}
+    return divide_by(amax.float().reshape(()), GLOBAL_SCALE_RANGE), {}
 
 
 def remember(layer: "NvFp4Linear", extras: dict[str, float]) -> None:
@@ -90,30 +93,54 @@ def _spec(algo: str | None, ignore: list[str], source: str) -> QuantSpec:
     if algo == "W4A16_NVFP4":
         return QuantSpec(NAME, "none", ignore, description=f"ModelOpt W4A16_NVFP4 ({source})")
     raise UnsupportedCheckpointError(
-        f"ModelOpt quant_algo {algo!r} is not supported (supported: NVFP4, W4A16_NVFP4). "
+        f"{source}: ModelOpt quant_algo {algo!r} is not supported (supported: NVFP4, W4A16_NVFP4). "
         "MXFP4, FP8, NVFP4_AWQ/SVD (pre_quant_scale) and MIXED_PRECISION checkpoints are not loaded by nvfp4."
     )
 
 
-def detect(path: Path, config: dict[str, Any]) -> QuantSpec | None:
-    """This format's reading of the folder's config (None: not a ModelOpt checkpoint). hf_quant_config.json takes
-    precedence over config.json's quantization_config, as in ModelOpt's own loaders."""
-    hf_qc_file = path / "hf_quant_config.json"
-    if hf_qc_file.is_file():
-        hq = json.loads(hf_qc_file.read_text())
-        q = hq.get("quantization", hq)
-        if q.get("group_size", 16) != 16:
-            raise UnsupportedCheckpointError(f"ModelOpt group_size {q.get('group_size')}: NVFP4 needs 16")
-        if q.get("kv_cache_quant_algo"):
-            raise UnsupportedCheckpointError(f"ModelOpt kv_cache_quant_algo {q['kv_cache_quant_algo']!r} is not supported")
-        return _spec(q.get("quant_algo"), list(q.get("exclude_modules") or []), "hf_quant_config.json")
-    qc = config.get("quantization_config")
-    if qc is None or qc.get("quant_method") != "modelopt":
-        return None
+def _from_hf_quant_config(file: Path) -> QuantSpec:
+    hq = read_json(file, "nvfp4.from_pretrained")
+    q = config_object(hq.get("quantization", hq), f"{file}: quantization")
+    if q.get("group_size", 16) != 16:
+        raise UnsupportedCheckpointError(f"{file}: ModelOpt group_size {q.get('group_size')!r}: NVFP4 needs 16")
+    if q.get("kv_cache_quant_algo"):
+        raise UnsupportedCheckpointError(f"{file}: ModelOpt kv_cache_quant_algo {q['kv_cache_quant_algo']!r} is not supported")
+    return _spec(q.get("quant_algo"), pattern_list(q.get("exclude_modules"), f"{file}: quantization.exclude_modules"),
+                 str(file))
+
+
+def _from_config_json(qc: dict[str, Any], source: str) -> QuantSpec:
     if qc.get("kv_cache_scheme") or qc.get("kv_cache_quant_algo"):
-        raise UnsupportedCheckpointError("ModelOpt kv-cache quantization is not supported")
-    ignore = qc.get("ignore", qc.get("exclude_modules")) or []
-    return _spec(qc.get("quant_algo"), list(ignore), "config.json")
+        raise UnsupportedCheckpointError(f"{source}: ModelOpt kv-cache quantization is not supported")
+    key = "ignore" if "ignore" in qc else "exclude_modules"
+    return _spec(qc.get("quant_algo"), pattern_list(qc.get(key), f"{source}.{key}"), source)
+
+
+def detect(path: Path, config: dict[str, Any]) -> QuantSpec | None:
+    """This format's reading of the folder's config (None: not a ModelOpt checkpoint). hf_quant_config.json is
+    ModelOpt's own file; when config.json also has a quantization_config, the two must describe the same
+    quantization (format, activations, excluded modules), or the checkpoint is refused as ambiguous."""
+    source = f"{path / 'config.json'}: quantization_config"
+    qc = config.get("quantization_config")
+    in_config = qc is not None and qc.get("quant_method") == "modelopt"
+    hf_file = path / "hf_quant_config.json"
+    if not hf_file.is_file():
+        return _from_config_json(qc, source) if in_config else None
+    spec = _from_hf_quant_config(hf_file)
+    if qc is None:
+        return spec
+    # config.json's copy is compared on what it states (some exports omit the algorithm or the exclude list there).
+    stated = dict(qc, quant_algo=qc.get("quant_algo", "NVFP4" if spec.activation == "static" else "W4A16_NVFP4"))
+    other = _from_config_json(stated, source) if in_config else None
+    lists_ignore = "ignore" in qc or "exclude_modules" in qc
+    if other is None or other.activation != spec.activation or (lists_ignore and sorted(other.ignore) != sorted(spec.ignore)):
+        said = (f"quant_method {qc.get('quant_method')!r}" if other is None
+                else f"{other.description.split(' (')[0]}, ignore={other.ignore}")
+        raise UnsupportedCheckpointError(
+            f"conflicting quantization configs: {hf_file} says {spec.description.split(' (')[0]}, "
+            f"exclude_modules={spec.ignore}; {source} says {said}. Remove the one that does not describe the tensors."
+        )
+    return spec
 
 
 def is_quantized_on_disk(name: str, tensors: dict[str, torch.Tensor]) -> bool:
@@ -124,6 +151,9 @@ def is_quantized_on_disk(name: str, tensors: dict[str, torch.Tensor]) -> bool:
 def read_layer(name: str, t: dict[str, torch.Tensor], activation: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """One layer's tensors (suffix -> tensor) -> (NvFp4Linear state_dict, values to remember)."""
     fn = "nvfp4.from_pretrained"
+    if "weight" not in t:
+        raise ValueError(f"{fn}: {name}.weight is missing (a ModelOpt NVFP4 layer stores its packed weight as "
+                         f"`weight`)")
     if t["weight"].dtype != torch.uint8:
         raise TypeError(f"{fn}: {name}.weight must be packed uint8 for an NVFP4 layer, got {str(t['weight'].dtype).replace('torch.', '')}")
     for req in ("weight_scale", "weight_scale_2"):
