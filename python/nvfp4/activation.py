@@ -36,12 +36,22 @@ def row_global_scales(x: torch.Tensor, static_scale: torch.Tensor | None) -> tor
 
 
 def quantize_activations_reference(
-    x: torch.Tensor, static_scale: torch.Tensor | None, scale_multiplier: torch.Tensor | None = None
+    x: torch.Tensor, static_scale: torch.Tensor | None, scale_multiplier: torch.Tensor | None = None,
+    *, row_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """x [rows, K] bf16/fp16 -> (packed uint8 [rows, K/2], swizzled scale bytes, dequantized bf16 [rows, K],
     row decode scales float32 [rows], times scale_multiplier when given: the GEMM's alpha). The dequantized values are e2m1 * block scale, without the global scale; a
-    NaN among them is the canonical bf16 NaN 0x7FC0 (what torch's CPU conversion writes)."""
-    s2 = row_global_scales(x, static_scale)
+    NaN among them is the canonical bf16 NaN 0x7FC0 (what torch's CPU conversion writes).
+
+    row_scale: the rows' decode global scales float32 [rows], given instead of computed (a tensor-parallel rank
+    holds part of each row, so the per-token scale comes from the whole row's amax: nvfp4.parallel)."""
+    if row_scale is not None:
+        if static_scale is not None:
+            raise ValueError("quantize_activations_reference: pass static_scale or row_scale, not both")
+        if row_scale.numel() != x.shape[0]:
+            raise ValueError(f"quantize_activations_reference: row_scale must hold one value per row of x "
+                             f"({x.shape[0]}), got shape {tuple(row_scale.shape)}")
+    s2 = row_global_scales(x, static_scale) if row_scale is None else row_scale.float().reshape(-1).to(x.device)
     codes, block_scale = block_quantize(x, s2)
     rows, cols = x.shape
     values = e2m1_values(codes).reshape(rows, cols // BLOCK_SIZE, BLOCK_SIZE)

@@ -3,10 +3,11 @@
 `InvariantLinear` replaces an unquantized nn.Linear (the lm_head, ignored layers): torch's matmul picks its kernel
 (and with it the K-reduction order) from the batch size on GPUs, and on CPU from the backend library's own
 heuristics, so a row of `x @ W^T` can change with the other rows. `InvariantLinear` computes every output with the
-reference GEMM's fixed reduction tree (nvfp4.reference.accumulate: pairwise inside 16-element blocks, then pairwise
-over the blocks), whose order depends on K alone. Products of two bf16 (or fp16) values are exact in fp32, so the
-result is a pure function of the row, bit for bit, on CPU and CUDA. It is slow (elementwise ops, no tensor cores):
-the price of a bitwise guarantee for the one or two bf16 layers a quantized model keeps.
+reference GEMM's fixed reduction order (nvfp4.reference.accumulate: pairwise inside 16-element blocks, pairwise over
+the blocks of each K chunk, chunk sums in order), which depends on (N, K) alone. Products of two bf16 (or fp16)
+values are exact in fp32, so the result is a pure function of the row, bit for bit, on CPU and CUDA. It is slow
+(elementwise ops, no tensor cores): the price of a bitwise guarantee for the one or two bf16 layers a quantized model
+keeps.
 
 The state_dict is the nn.Linear one (`weight`, `bias`), and the weight Parameter is shared, not copied, so tied
 embeddings stay tied. The math is a torch.library custom op (`nvfp4::linear_invariant`) with a fake

@@ -141,12 +141,22 @@ def from_pretrained(
     dtype: torch.dtype = torch.bfloat16,
     backend: str = "auto",
     trust_remote_code: bool = False,
+    tp_group: torch.distributed.ProcessGroup | None = None,
 ) -> nn.Module:
     """Load an NVFP4 checkpoint (ModelOpt or compressed-tensors, safetensors, sharded or not) as a transformers
     model whose quantized Linears are NvFp4Linear. batch_invariant=True builds the layers in invariant mode and
-    installs the invariant replacements around them (invariant_mode.install_invariant_modules)."""
+    installs the invariant replacements around them (invariant_mode.install_invariant_modules).
+
+    tp_group: a torch.distributed process group; every rank of it builds its tensor-parallel part of the model,
+    reading only its own tensors, and every rank's forward returns the full logits (nvfp4.parallel,
+    docs/parallel.md)."""
     fn = "nvfp4.from_pretrained"
     check_arguments(fn, batch_invariant=batch_invariant, dtype=dtype, trust_remote_code=trust_remote_code)
+    if tp_group is not None:
+        from .parallel_loading import from_pretrained_tp
+
+        return from_pretrained_tp(path, tp_group=tp_group, batch_invariant=batch_invariant, device=device, dtype=dtype,
+                                  backend=backend, trust_remote_code=trust_remote_code)
     try:
         device = torch.device(device) if device is not None else torch.device("cpu")
     except (RuntimeError, TypeError) as exc:

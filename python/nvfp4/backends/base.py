@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .. import _lib
+from ..reference import add_chunks_in_order
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..linear import NvFp4Linear
@@ -76,3 +77,43 @@ class Backend:
             if hi > lo:
                 out[lo:hi] = self.forward(layer.expert(e), x_sorted[lo:hi])
         return out
+
+    # --- tensor parallelism (nvfp4.parallel) --------------------------------------------------------------------
+    # A tensor-parallel rank holds a shard of a layer: some output features (column-parallel) or some whole K chunks
+    # (row-parallel). Its bits equal the unsplit layer's only if it reduces with the unsplit layer's chunk length
+    # (chunking.chunk_k of the whole N x K), which a shard's own shape does not give.
+
+    def chunk_partials(
+        self, layer: "NvFp4Linear", x2: torch.Tensor, chunk_k: int, row_scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(partials, alpha) for the layer's weights (a shard: N_local x K_local) and contiguous x2 [M, K_local]:
+
+        partials fp32 [ceil(K_local / chunk_k), M, N_local], chunk c the sum over x2's columns
+        [c*chunk_k, (c+1)*chunk_k), started from zero in this backend's invariant in-chunk order, without alpha or
+        bias; alpha fp32, one value or one per row, the factor epilogue() applies.
+        chunk_k: the unsplit layer's chunk length. row_scale: fp32 [M] decode global scales of the rows, given for a
+        per-token layer whose x2 holds part of each row (the scale comes from the whole row's amax); None: the layer's
+        own rule on x2 (per-token on whole rows, static, or none)."""
+        raise NoKernelError(
+            f"nvfp4.parallel: the {self.name} backend has no chunk_partials yet (per-chunk fp32 partial sums with a "
+            f"given chunk length), so it cannot serve a tensor-parallel shard bitwise; pass backend='reference', or "
+            f"use a group of one rank"
+        )
+
+    def epilogue(
+        self, layer: "NvFp4Linear", acc: torch.Tensor, alpha: torch.Tensor, out_dtype: torch.dtype
+    ) -> torch.Tensor:
+        """cast(alpha * acc + bias) for an fp32 accumulator acc [M, N_local], bit for bit what this backend's GEMM
+        writes after its own accumulation (the layer's bias slice; None: no bias)."""
+        raise NoKernelError(
+            f"nvfp4.parallel: the {self.name} backend has no epilogue for fp32 accumulators yet, so it cannot finish a "
+            f"tensor-parallel reduction bitwise; pass backend='reference', or use a group of one rank"
+        )
+
+    def forward_chunked(
+        self, layer: "NvFp4Linear", x2: torch.Tensor, chunk_k: int, row_scale: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """forward() reducing in chunks of chunk_k (the unsplit layer's), for a shard holding all of K: the chunk
+        sums added in order from zero, then the epilogue. A kernel backend may override this with one launch."""
+        partials, alpha = self.chunk_partials(layer, x2, chunk_k, row_scale)
+        return self.epilogue(layer, add_chunks_in_order(partials), alpha, x2.dtype)

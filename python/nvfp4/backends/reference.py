@@ -13,7 +13,7 @@ import torch
 
 from .. import ops
 from ..activation import quantize_activations_reference
-from ..reference import gemm_reference
+from ..reference import chunk_sums, dequantize_weight_blocks, epilogue, gemm_reference
 from .base import Backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,10 +48,20 @@ def _has_quantizer_kernel(device_index: int | None) -> bool:
     return quantizer_compiled_for(torch.cuda.get_device_capability(device))
 
 
-def activation_operand(layer: "NvFp4Linear", x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(exact dequantized activations or raw x for W4A16, alpha: one value or one per row)."""
+def activation_operand(
+    layer: "NvFp4Linear", x2: torch.Tensor, row_scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(exact dequantized activations or raw x for W4A16, alpha: one value or one per row).
+
+    row_scale: per-token decode global scales [M] given from whole rows (x2 holds part of each row); the reference
+    quantizer takes them, on any device (the CUDA quantizer reproduces it bit for bit but takes no row scales)."""
     if layer.activation == "none":
         return x2, layer.weight_scale_2.reshape(1)
+    if row_scale is not None:
+        if layer.activation != "per-token":
+            raise ValueError(f"activation_operand: row_scale is for per-token layers, this one is {layer.activation!r}")
+        _, _, act, alpha = quantize_activations_reference(x2, None, layer.weight_scale_2, row_scale=row_scale)
+        return act, alpha
     static = layer.input_scale.reshape(1) if layer.input_scale is not None else None
     if x2.device.type == "cuda" and not _has_quantizer_kernel(x2.device.index):
         _, _, act, alpha = quantize_activations_reference(x2, static, layer.weight_scale_2)
@@ -72,6 +82,19 @@ class ReferenceBackend(Backend):
         bias = None if layer.bias is None else layer.bias.to(x2.dtype)
         return ops.call(mm_reference, mm_reference_impl, act, layer.weight, layer.weight_scale.view(torch.uint8), alpha,
                         bias, x2.dtype)
+
+    def chunk_partials(
+        self, layer: "NvFp4Linear", x2: torch.Tensor, chunk_k: int, row_scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        act, alpha = activation_operand(layer, x2, row_scale)
+        weights = dequantize_weight_blocks(layer.weight, layer.weight_scale.view(torch.uint8))
+        return chunk_sums(act.float(), weights, chunk_k), alpha
+
+    def epilogue(
+        self, layer: "NvFp4Linear", acc: torch.Tensor, alpha: torch.Tensor, out_dtype: torch.dtype
+    ) -> torch.Tensor:
+        bias = None if layer.bias is None else layer.bias.to(out_dtype)
+        return epilogue(acc, alpha, bias, out_dtype)
 
 
 BACKEND = ReferenceBackend()
