@@ -144,8 +144,8 @@ NVFP4_API int nvfp4_sm90_set_sm_count(int sms);
 //   out[m, n] = alpha[m] * sum_k (act[m, k] * act_scale[m, k/16]) * (w[n, k] * w_scale[n, k/16]) + bias[n]
 //   act_packed: [M, K/2] uint8 contiguous (e2m1 pairs); act_scales: swizzled e4m3 for M rows and K/16 groups.
 //   w_packed:   [N, K/2] uint8 contiguous;               w_scales:   swizzled e4m3 for N rows and K/16 groups.
-//   K % 32 == 0 (16-byte rows for TMA) and N % 8 == 0 (16-byte rows for the TMA store): pad with zero data and
-//   zero scales. alpha: device fp32, 1 value (alpha_per_row == 0) or M values (per-token scale * weight_scale_2).
+//   K a multiple of the family's tile K (256 on SM100, 128 on SM120: no tile reads past the buffers) and N % 8 == 0
+//   (16-byte rows for the TMA store): pad with zero data and zero scales. alpha: device fp32, 1 value (alpha_per_row == 0) or M values (per-token scale * weight_scale_2).
 //   bias: [N] in out_dtype or NULL. out: [M, N] row stride out_row_stride (>= N, multiple of 8). Every pointer
 //   16-byte aligned (alpha: 4). invariant: 1 = configuration from (N, K) only; 0 = chosen by M too.
 //   workspace: nvfp4_smXX_gemm_workspace_size bytes (may be NULL when 0).
