@@ -22,6 +22,12 @@ t "built"
 timeout ${SMOKE_S:-80} python3 tools/sm90_smoke.py > $W/smoke.log 2>&1; t "smoke rc=$?"; grep -E "FAIL|DIFFERS|smoke:" $W/smoke.log | head -20; tail -2 $W/smoke.log
 NVFP4_WRITE_FINGERPRINT=1 timeout ${TESTS_S:-200} python3 -m pytest tests/test_gemm_sm90.py tests/test_fingerprint_sm90.py -q -x -p no:cacheprovider -rs > $W/tests.log 2>&1; t "tests rc=$?"; tail -25 $W/tests.log
 cp tests/fingerprints/sm90.json $W/ 2>/dev/null
+if [ -n "${PROFILE:-}" ]; then  # PROFILE="N K M" : ncu stall reasons and memory throughput of that layer call
+  timeout 90 ncu --clock-control none -k regex:nvfp4_sm90_kernel --launch-skip 2 --launch-count 1 \
+    --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+    --section LaunchStats --section Occupancy python3 tools/sm90_profile.py $PROFILE > $W/ncu.log 2>&1; t "ncu rc=$?"
+  grep -E "Duration|Throughput|Stall|Warp Cycles|Issued|Eligible|Achieved Occupancy|Registers|Block Limit" $W/ncu.log | head -60
+fi
 timeout ${BENCH_S:-130} python3 bench/compare.py $ARGS --out $W/new > $W/new/compare.log 2>&1; t "compare new rc=$?"
 if [ -n "$OLD" ]; then
   wait; tail -1 $W/old/build.log

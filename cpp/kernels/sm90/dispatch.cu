@@ -197,9 +197,9 @@ int get_encoder(EncodeTiledFn* fn) {
   return NVFP4_OK;
 }
 
-// The bf16 activation operand [M][row_stride] as TMA boxes of 64 k x BT tokens with 128B swizzle (the wgmma B
-// layout); reads past M and K are zero.
-int encode_activations(CUtensorMap* tm, const void* act, int64_t row_stride, int64_t M, int64_t K, int bt) {
+// Activations [M][row_stride] (bf16, or the fused quantizer's raw bf16/fp16) as TMA boxes of 64 k x BT tokens with
+// 128B swizzle (the wgmma B layout); reads past M and K are zero.
+int encode_activations(CUtensorMap* tm, const void* act, int dtype, int64_t row_stride, int64_t M, int64_t K, int bt) {
   EncodeTiledFn fn;
   int rc = get_encoder(&fn);
   if (rc != NVFP4_OK) return rc;
@@ -207,7 +207,7 @@ int encode_activations(CUtensorMap* tm, const void* act, int64_t row_stride, int
   cuuint64_t strides[1] = {static_cast<cuuint64_t>(row_stride) * 2};
   cuuint32_t box[2] = {64, static_cast<cuuint32_t>(bt)};
   cuuint32_t es[2] = {1, 1};
-  CUresult r = fn(tm, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(act), dims, strides, box, es,
+  CUresult r = fn(tm, dtype == NVFP4_DTYPE_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<void*>(act), dims, strides, box, es,
                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
@@ -370,10 +370,8 @@ int nvfp4_sm90_linear(const void* x, int x_dtype, int64_t x_row_stride, int act,
     p.alpha_per_row = 1;
   }
   CUtensorMap tm = {};
-  if (la.act == kActTma) {
-    rc = encode_activations(&tm, operand, operand_stride, M, K, plan.bt);
-    if (rc != NVFP4_OK) return rc;
-  }
+  rc = encode_activations(&tm, operand, la.act == kActTma ? NVFP4_DTYPE_BF16 : x_dtype, operand_stride, M, K, plan.bt);
+  if (rc != NVFP4_OK) return rc;
   rc = tile_for(plan.bt).launch(p, la, &tm, s);
   if (rc != NVFP4_OK || la.mode != kSplitPartials || partials_out) return rc;
   const int64_t total = M * N;

@@ -3,9 +3,8 @@
 //
 // CTA = 3 warpgroups (384 threads). Warpgroup 0 produces: one thread copies each stage's weights and scales (8 slabs
 // of the runtime layout in layout.h, one bulk copy each) and, for bf16 activation operands, the activations (TMA, 128B
-// swizzle, zero fill past M and K); with the fused quantizer (ActSource kActQuant) all 128 threads quantize the raw
-// bf16/fp16 activations of the stage themselves (quantize_block.cuh, the bytes of the standalone quantizer) into the
-// same swizzled layout. Warpgroups 1 and 2 consume: each owns 64 weight rows x BT tokens, reads its A fragment with
+// swizzle, zero fill past M and K); with the fused quantizer (ActSource kActQuant) the raw bf16/fp16 activations land
+// there by TMA and all 128 threads quantize them in place (quantize_block.cuh, the bytes of the standalone quantizer). Warpgroups 1 and 2 consume: each owns 64 weight rows x BT tokens, reads its A fragment with
 // one 16-byte and one 8-byte shared-memory load per lane and 64-k group, dequantizes it with whole-word integer ops
 // (e2m1 * 2^-126 as bf16 bits) and one bf16x2 multiply by (block scale * 2^119) from a 256-entry table (the product
 // e2m1 * scale * 2^-7 is exact in bf16), and issues 4 k16 wgmmas per group with one commit group in flight while
@@ -76,7 +75,7 @@ struct Tile {
   static constexpr int kTable = 1024;
   static constexpr int kAmax = kMaxClusterSplits * BT * 4;  // [rank][row] partial row amaxes
   static constexpr int kS2 = (BT * 4 + 15) / 16 * 16;      // [row] decode scales
-  static constexpr int kBars = 2 * STAGES * 8;
+  static constexpr int kBars = 3 * STAGES * 8;  // full, empty, and (fused quantizer) raw-activations-landed
   static constexpr int kTotal = 1024 + kRing + kTable + kAmax + kS2 + kBars;  // +1024: runtime alignment slack
   // Two CTAs per SM for the smallest tiles (their registers and shared memory fit twice): more bytes in flight.
   static constexpr int kMinBlocks = BT <= 16 ? 2 : 1;
@@ -91,12 +90,11 @@ struct Tile {
 
 // --- numerics shared with the reduction kernel --------------------------------------------------------------------
 
+// Rounded once; a NaN output is the canonical NaN, so that its bits do not depend on which path produced it.
 template <typename OutT>
-__device__ __forceinline__ OutT to_out(float v);
-template <>
-__device__ __forceinline__ __nv_bfloat16 to_out<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ __forceinline__ __half to_out<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ OutT to_out(float v) {
+  return from_float_rn<OutT>(v);
+}
 template <typename OutT>
 __device__ __forceinline__ float from_out(OutT v);
 template <>
@@ -242,6 +240,7 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
   const uint32_t bar_base = smem_base + T::kRing + T::kTable + T::kAmax + T::kS2;
   auto full = [&](int s) { return bar_base + 8 * s; };
   auto empty = [&](int s) { return bar_base + 8 * (T::STAGES + s); };
+  auto xraw = [&](int s) { return bar_base + 8 * (2 * T::STAGES + s); };
   const int tid = threadIdx.x;
 
   if (tid >= 128) table[tid - 128] = scale_entry(tid - 128);
@@ -250,6 +249,7 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
     for (int s = 0; s < T::STAGES; ++s) {
       mbar_init(full(s), ACT == kActQuant ? 5 : 1);  // the copy thread's expect_tx (+ one arrive per quantizer warp)
       mbar_init(empty(s), 8);                        // one arrive per consumer warp
+      mbar_init(xraw(s), 1);                         // the raw activations' TMA (fused quantizer)
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -299,6 +299,12 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
       const uint32_t stage = smem_base + s * T::kStage;
       const uint32_t bytes = slabs * kgc * kGroupBytes + (ACT == kActTma ? kgc * T::kActBox : 0);
       mbar_expect_tx(full(s), bytes);
+      if constexpr (ACT == kActQuant) {
+        // The raw activations land in the stage's activation boxes (same 128B-swizzled layout), where the producer
+        // warpgroup quantizes them in place; they complete on their own barrier.
+        mbar_expect_tx(xraw(s), kgc * T::kActBox);
+        for (int kg = 0; kg < kgc; ++kg) tma_2d(stage + kg * T::kActBox, &tm_act, k0 + kg * kKGroup, m0, xraw(s));
+      }
       const uint8_t* src = p.w + (static_cast<int64_t>(n0 / kSlabRows) * p.kg_total + k0 / kKGroup) * kGroupBytes;
       for (int j = 0; j < slabs; ++j)
         bulk_g2s(stage + T::kAct + j * T::kSlabBytes, src + static_cast<int64_t>(j) * p.kg_total * kGroupBytes,
@@ -321,24 +327,53 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
         for (int kt = 0; kt < min(T::STAGES, ntiles); ++kt) issue(kt);
       const XT* x = static_cast<const XT*>(p.x);
       if (per_token) {
-        // Partial row amax over this CTA's K range, one warp per row; a max is exact in any order.
-        for (int r = warp; r < rows_valid; r += 4) {
-          const XT* row = x + static_cast<int64_t>(m0 + r) * p.x_stride + kbeg;
-          float amax = 0.f;
-          for (int c = lane; c < (kend - kbeg) / 8; c += 32) {
-            const uint4 raw = *reinterpret_cast<const uint4*>(row + c * 8);
-            const XT* e = reinterpret_cast<const XT*>(&raw);
+        // Partial row amaxes over this CTA's K range. |x| as uint32 bits orders like the float for non-negative
+        // values, and every NaN (exponent all ones, mantissa non-zero) sorts above infinity: a uint max is torch.amax
+        // (NaN wins), exact in any order. Eight 16-byte loads per thread are in flight at a time; a thread keeps
+        // one running max per row it walks through and folds it into shared memory when the row changes.
+        uint32_t* amax_bits = reinterpret_cast<uint32_t*>(s2_row);  // scratch until the decode scales are written
+        if (tid < BT) amax_bits[tid] = 0u;
+        producer_sync();
+        const int per_row = (kend - kbeg) / 8;
+        const int items = rows_valid * per_row;
+        int cur_row = -1;
+        uint32_t cur = 0u;
+        constexpr int U = 8;
+        for (int base = tid; base < items; base += 128 * U) {
+          uint4 raw[U];
 #pragma unroll
-            for (int i = 0; i < 8; ++i) amax = nan_max(amax, fabsf(to_float(e[i])));
+          for (int u = 0; u < U; ++u) {
+            const int item = base + 128 * u;
+            if (item < items) {
+              const int r = item / per_row;
+              raw[u] = *reinterpret_cast<const uint4*>(x + static_cast<int64_t>(m0 + r) * p.x_stride + kbeg +
+                                                       (item - r * per_row) * 8);
+            }
           }
 #pragma unroll
-          for (int off = 16; off > 0; off >>= 1) amax = nan_max(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-          if (lane == 0) {
-            if (amax_exchange) {
-              for (int q = 0; q < splits; ++q) st_cluster_f32(amax_base + (rank * BT + r) * 4, q, amax);
-            } else {
-              amax_all[r] = amax;
+          for (int u = 0; u < U; ++u) {
+            const int item = base + 128 * u;
+            if (item < items) {
+              const int r = item / per_row;
+              if (r != cur_row) {
+                if (cur_row >= 0) atomicMax(&amax_bits[cur_row], cur);
+                cur_row = r;
+                cur = 0u;
+              }
+              const XT* e = reinterpret_cast<const XT*>(&raw[u]);
+#pragma unroll
+              for (int i = 0; i < 8; ++i) cur = max(cur, __float_as_uint(fabsf(to_float(e[i]))));
             }
+          }
+        }
+        if (cur_row >= 0) atomicMax(&amax_bits[cur_row], cur);
+        producer_sync();
+        if (tid < rows_valid) {
+          const float amax = __uint_as_float(amax_bits[tid]);
+          if (amax_exchange) {
+            for (int q = 0; q < splits; ++q) st_cluster_f32(amax_base + (rank * BT + tid) * 4, q, amax);
+          } else {
+            amax_all[tid] = amax;
           }
         }
         if (amax_exchange) cluster_sync();
@@ -346,7 +381,7 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
         if (tid < rows_valid) {
           float amax = amax_all[tid];
           for (int q = 1; q < (amax_exchange ? splits : 1); ++q) amax = nan_max(amax, amax_all[q * BT + tid]);
-          s2_row[tid] = row_decode_scale(amax);
+          s2_row[tid] = row_decode_scale(amax);  // (the scratch use of s2_row ended at the barrier above)
         }
       } else if (tid < rows_valid) {
         s2_row[tid] = *p.static_scale;
@@ -360,30 +395,30 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
           if (tid == 0) issue(kt);
         }
         const int k0 = kbeg + kt * T::BK;
-        const int blocks_per_row = kgroups_in(kt) * 4;
+        const int blocks_per_row = min(kgroups_in(kt) * 4, (p.K - k0) / kQuantBlock);  // past K: TMA zeros
         const uint32_t stage = smem_base + s * T::kStage;
+        mbar_wait(xraw(s), (kt / T::STAGES) & 1);
+        // Rows past M arrive as TMA zeros and are left so (their columns of the product are not stored).
         for (int b = tid; b < rows_valid * blocks_per_row; b += 128) {
           const int r = b / blocks_per_row, blk = b - r * blocks_per_row;
-          const int k = k0 + blk * kQuantBlock;
-          __align__(16) __nv_bfloat16 q[kQuantBlock];
-          if (k < p.K) {
-            float v[kQuantBlock];
-            load_block16(x + static_cast<int64_t>(m0 + r) * p.x_stride + k, v);
-            __nv_fp8_storage_t scale_byte;
-            float scale_value;
-            uint32_t codes[kQuantBlock];
-            quantize_block16(v, s2_row[r], scale_byte, scale_value, codes);
-#pragma unroll
-            for (int i = 0; i < kQuantBlock; ++i) q[i] = dequant_bf16(codes[i], scale_value);
-          } else {  // past K inside the last 64-k group: zeros (the weights there are zero; 0 * NaN must not happen)
-#pragma unroll
-            for (int i = 0; i < kQuantBlock; ++i) q[i] = __ushort_as_bfloat16(0);
-          }
           // 128B swizzle: 16-byte chunk j of token row r sits at chunk j ^ (r % 8) of the row's 128 bytes.
           const uint32_t row_addr = stage + (blk / 4) * T::kActBox + r * 128;
           const int j = (blk % 4) * 2;
-          sts128(row_addr + (((j) ^ (r & 7)) << 4), reinterpret_cast<const uint4*>(q)[0]);
-          sts128(row_addr + (((j + 1) ^ (r & 7)) << 4), reinterpret_cast<const uint4*>(q)[1]);
+          const uint32_t a0 = row_addr + ((j ^ (r & 7)) << 4), a1 = row_addr + (((j + 1) ^ (r & 7)) << 4);
+          __align__(16) uint4 raw[2] = {lds128(a0), lds128(a1)};
+          const XT* e = reinterpret_cast<const XT*>(raw);
+          float v[kQuantBlock];
+#pragma unroll
+          for (int i = 0; i < kQuantBlock; ++i) v[i] = to_float(e[i]);
+          __nv_fp8_storage_t scale_byte;
+          float scale_value;
+          uint32_t codes[kQuantBlock];
+          quantize_block16(v, s2_row[r], scale_byte, scale_value, codes);
+          __align__(16) __nv_bfloat16 q[kQuantBlock];
+#pragma unroll
+          for (int i = 0; i < kQuantBlock; ++i) q[i] = dequant_bf16(codes[i], scale_value);
+          sts128(a0, reinterpret_cast<const uint4*>(q)[0]);
+          sts128(a1, reinterpret_cast<const uint4*>(q)[1]);
         }
         // Generic-proxy stores read by wgmma (async proxy) next.
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
