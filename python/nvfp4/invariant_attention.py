@@ -12,6 +12,14 @@ it alone, whatever the other sequences are. The cost is one SDPA launch per sequ
 batches pays the most; prefill calls are large anyway). Equal-length prompts (no padding), as in the invariance
 contract: a padded row's mask is its own slice, but padding itself changes what a row computes.
 
+On CPU it goes one step further and calls SDPA once per (sequence, query head) (`per_head_sdpa`, which the
+tensor-parallel model of parallel_attention.py runs on every device): a call then has the same operands whatever the
+batch and the number of heads, so the unsplit invariant model is, by construction, the tensor-parallel model's
+baseline at every degree. Per sequence alone is not enough there: which CPU kernel SDPA picks depends on the head
+counts of the call (torch 2.6-2.8's CPU flash kernel refuses query heads != KV heads, so a GQA call falls back to the
+math backend, whose bits differ from the flash kernel that a one-head call gets). The cost on CPU is one SDPA call
+per head per sequence; GPUs keep one call per sequence (docs/parallel.md: their baseline is the degree-1 model).
+
 Registered with transformers' AttentionInterface as "nvfp4_invariant_sdpa"; `install_invariant_attention` switches a
 model that uses "sdpa" (the default) to it. Other implementations (eager, flash_attention_2, flex) are left alone
 with a warning: they are not known to be invariant.
@@ -19,6 +27,7 @@ with a warning: they are not known to be invariant.
 
 from __future__ import annotations
 
+import types
 import warnings
 
 import torch
@@ -27,10 +36,49 @@ from torch import nn
 ATTENTION_NAME = "nvfp4_invariant_sdpa"
 
 
-def batch_invariant_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                         attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
+def per_head_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
+    """query [B, Hq, L, D], key/value [B, Hkv, S, D] (Hq a multiple of Hkv) -> ([B, L, Hq, D], None), one SDPA call
+    per sequence and query head: each call has one query head and the one KV head it reads, whatever the batch, the
+    head counts and the tensor-parallel degree."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    batch, heads = query.shape[0], query.shape[1]
+    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] != 1:
+        raise ValueError(f"per_head_sdpa: the attention mask must be shared by the heads (dim 1 of size 1), got shape "
+                         f"{tuple(attention_mask.shape)}")
+    if kwargs.get("position_bias") is not None:
+        raise ValueError("per_head_sdpa: a position_bias (one per head) is not supported")
+    groups = heads // key.shape[1]
+    one_head = types.SimpleNamespace(num_key_value_groups=1, is_causal=getattr(module, "is_causal", True),
+                                     training=module.training)
+    rows = []
+    for b in range(batch):
+        mask = attention_mask
+        if mask is not None and mask.dim() > 0 and mask.shape[0] == batch:
+            mask = mask[b:b + 1]
+        outs = []
+        for h in range(heads):
+            kv = h // groups
+            out, _ = sdpa_attention_forward(one_head, query[b:b + 1, h:h + 1], key[b:b + 1, kv:kv + 1],
+                                            value[b:b + 1, kv:kv + 1], mask, **kwargs)
+            outs.append(out)
+        rows.append(torch.cat(outs, dim=2))
+    return torch.cat(rows, dim=0), None
+
+
+def _heads_share_the_mask(attention_mask: torch.Tensor | None, kwargs: dict) -> bool:
+    per_head_mask = attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] != 1
+    return not per_head_mask and kwargs.get("position_bias") is None
+
+
+def batch_invariant_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
+    """One SDPA call per sequence; on CPU one per (sequence, query head) (module docstring)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.device.type == "cpu" and _heads_share_the_mask(attention_mask, kwargs):
+        return per_head_sdpa(module, query, key, value, attention_mask, **kwargs)
     batch = query.shape[0]
     if batch == 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)

@@ -6,49 +6,22 @@ itself is transformers' own, told how many query heads share a local KV head.
 Invariant mode runs SDPA once per (sequence, query head): each call then sees exactly the operands it would see at
 any tensor-parallel degree and in any batch, so the kernel choices (which on GPUs depend on batch x heads and on the
 query-heads-per-KV-head packing of decode) are the same, and with them the bits. It is the batch-invariant SDPA of
-invariant_attention.py taken one step further, from sequences to heads; it costs one SDPA call per head per sequence.
+invariant_attention.py taken one step further, from sequences to heads (on CPU that one runs per_head_sdpa too, so the
+unsplit invariant model is the baseline of every degree by construction); it costs one SDPA call per head per
+sequence.
 """
 
 from __future__ import annotations
 
-import types
 import warnings
 
-import torch
 from torch import nn
 
 from .invariant_attention import ATTENTION_NAME as SEQUENCE_ATTENTION_NAME
+from .invariant_attention import per_head_sdpa  # noqa: F401  (nvfp4.parallel's public name)
 from .parallel_plan import HeadSplit
 
 ATTENTION_NAME = "nvfp4_tp_invariant_sdpa"
-
-
-def per_head_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                  attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
-    """query [B, Hq, L, D], key/value [B, Hkv, S, D] (Hq a multiple of Hkv) -> ([B, L, Hq, D], None), one SDPA call
-    per sequence and query head."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    batch, heads = query.shape[0], query.shape[1]
-    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] != 1:
-        raise ValueError(f"per_head_sdpa: the attention mask must be shared by the heads (dim 1 of size 1), got shape "
-                         f"{tuple(attention_mask.shape)}")
-    groups = heads // key.shape[1]
-    one_head = types.SimpleNamespace(num_key_value_groups=1, is_causal=getattr(module, "is_causal", True),
-                                     training=module.training)
-    rows = []
-    for b in range(batch):
-        mask = attention_mask
-        if mask is not None and mask.dim() > 0 and mask.shape[0] == batch:
-            mask = mask[b:b + 1]
-        outs = []
-        for h in range(heads):
-            kv = h // groups
-            out, _ = sdpa_attention_forward(one_head, query[b:b + 1, h:h + 1], key[b:b + 1, kv:kv + 1],
-                                            value[b:b + 1, kv:kv + 1], mask, **kwargs)
-            outs.append(out)
-        rows.append(torch.cat(outs, dim=2))
-    return torch.cat(rows, dim=0), None
 
 
 def shard_attention(attention: nn.Module, split: HeadSplit) -> None:

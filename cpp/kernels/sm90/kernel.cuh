@@ -65,7 +65,9 @@ template <int BT>
 struct Tile {
   static constexpr int KG = BT <= 64 ? 4 : 2;  // 64-k groups per stage: BK = 256 for decode tiles, 128 for prefill
   static constexpr int BK = KG * kKGroup;
-  static constexpr int STAGES = BT <= 64 ? 4 : 5;
+  // One CTA per SM: the decode tiles get a deep ring instead of a second CTA (at two CTAs per SM the 80-register
+  // cap makes ptxas serialize the wgmmas), and so the same bytes in flight.
+  static constexpr int STAGES = BT <= 16 ? 8 : (BT <= 64 ? 4 : 5);
   static constexpr int kActBox = BT * 128;  // one 64-k TMA box of BT token rows (128B swizzle)
   static constexpr int kAct = KG * kActBox;
   static constexpr int kSlabBytes = KG * kGroupBytes;
@@ -77,8 +79,7 @@ struct Tile {
   static constexpr int kS2 = (BT * 4 + 15) / 16 * 16;      // [row] decode scales
   static constexpr int kBars = 3 * STAGES * 8;  // full, empty, and (fused quantizer) raw-activations-landed
   static constexpr int kTotal = 1024 + kRing + kTable + kAmax + kS2 + kBars;  // +1024: runtime alignment slack
-  // Two CTAs per SM for the smallest tiles (their registers and shared memory fit twice): more bytes in flight.
-  static constexpr int kMinBlocks = BT <= 16 ? 2 : 1;
+  static constexpr int kMinBlocks = 1;
   // Tiles of 32 tokens and more run one CTA per SM and need more than 168 registers per consumer thread: the
   // producer warpgroup (copies only: the fused quantizer serves smaller tiles) gives its registers away.
   static constexpr bool kSetMaxNreg = BT >= 32;
@@ -321,7 +322,7 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
         }
       }
     } else {
-      const int warp = tid / 32, lane = tid % 32;
+      const int lane = tid % 32;
       // The first stages' slots are free: their weights are on the way while the row scales are computed.
       if (tid == 0)
         for (int kt = 0; kt < min(T::STAGES, ntiles); ++kt) issue(kt);
