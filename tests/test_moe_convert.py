@@ -29,6 +29,11 @@ from make_moe_fixtures import calibration_ids  # noqa: E402  (the data the tools
 FORMATS = {"modelopt": "modelopt-nvfp4", "compressed-tensors": "ct-nvfp4"}
 FAMILIES = ("qwen3moe", "deepseekv3")
 ACTIVATION_KEYS = ("input_scale", "input_global_scale")
+# The torch the tools calibrated with (tests/fixtures/README.md). Activation scales come from the bf16 forward of the
+# calibration data, whose CPU kernels round differently in other torch versions; with another torch they are held
+# to a few bf16 steps of the tools' values instead of their bytes.
+TOOLS_TORCH = (2, 13)
+OTHER_TORCH_SCALE_RTOL = 0.03
 
 
 _BF16: dict[str, torch.nn.Module] = {}
@@ -58,6 +63,10 @@ def _tool_calibration() -> list[torch.Tensor]:
     return [row.unsqueeze(0) for row in calibration_ids()]  # one sequence per batch, as the fixture script ran them
 
 
+def _torch_version() -> tuple[int, int]:
+    return tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+
+
 def _compare(ours: dict[str, torch.Tensor], tool: dict[str, torch.Tensor], keys) -> list[str]:
     """Keys whose tensors differ. Quantized tensors must match in dtype and bytes. Unquantized ones must hold the
     same values: DeepSeek's router weight is float32 in the transformers the tests run (5.25 keeps it so) and
@@ -65,7 +74,9 @@ def _compare(ours: dict[str, torch.Tensor], tool: dict[str, torch.Tensor], keys)
     bad = []
     for k in keys:
         a, b = ours[k], tool[k]
-        if a.dtype in (torch.uint8, torch.float8_e4m3fn) or k.endswith(("scale", "scale_2")):
+        if k.endswith(ACTIVATION_KEYS) and _torch_version() != TOOLS_TORCH:
+            same = a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=OTHER_TORCH_SCALE_RTOL, atol=0)
+        elif a.dtype in (torch.uint8, torch.float8_e4m3fn) or k.endswith(("scale", "scale_2")):
             same = a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bytes(a), _bytes(b))
         else:
             same = a.shape == b.shape and torch.equal(a.float(), b.float())
@@ -90,8 +101,8 @@ def test_quantize_model_reproduces_the_tools_weight_bytes(tmp_path, family, fmt)
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_modelopt_calibration_reproduces_every_tensor(tmp_path, family):
-    """Calibrated on the tool's data, ModelOpt's input scales come out byte-identical too: the experts' shared
-    per-projection input quantizers (tokens routed to each expert) as well as the Linears'."""
+    """Calibrated on the tool's data, ModelOpt's input scales come out byte-identical too (with the tools' torch): the
+    experts' shared per-projection input quantizers (tokens routed to each expert) as well as the Linears'."""
     nvfp4.save_pretrained(_calibrated(family, "modelopt"), tmp_path, format="modelopt")
     ours, tool = read_tensors(tmp_path), read_tensors(FIXTURES / f"{family}-modelopt-nvfp4")
     assert set(ours) == set(tool)

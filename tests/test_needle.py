@@ -95,10 +95,19 @@ def test_invariant_attention_is_installed_and_matches_sdpa_cpu():
     assert model.config._attn_implementation == "nvfp4_invariant_sdpa"
     assert nvfp4.from_pretrained(fixture_dir("modelopt-nvfp4")).config._attn_implementation == "sdpa"
     ids = torch.randint(4, 29, (3, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():  # one sequence at a time computes what batched SDPA computes here (CPU, short prompts)
-        per_sequence = model(ids).logits
+    with torch.no_grad():
+        invariant = model(ids).logits
+        for b in range(ids.shape[0]):  # each sequence's logits whatever else is in the batch
+            assert torch.equal(model(ids[b:b + 1]).logits[0], invariant[b])
         model.set_attn_implementation("sdpa")
-        assert torch.equal(model(ids).logits, per_sequence)
+        batched = model(ids).logits.float()
+        model.set_attn_implementation("eager")
+        eager = model(ids).logits.float()
+    # The same attention up to summation order, which torch's CPU kernels choose by version and batch; through the
+    # activation quantizers of a tiny bf16 model such orders move single logits far, so the measure is the mean gap,
+    # held to the gap between torch's own two implementations.
+    gap = (invariant.float() - batched).abs().mean()
+    assert gap <= max(2 * (eager - batched).abs().mean(), 1e-6), gap
 
 
 def test_invariant_attention_leaves_other_implementations_with_a_warning():

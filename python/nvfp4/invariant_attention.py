@@ -27,13 +27,25 @@ with a warning: they are not known to be invariant.
 
 from __future__ import annotations
 
-import types
 import warnings
 
 import torch
 from torch import nn
 
 ATTENTION_NAME = "nvfp4_invariant_sdpa"
+
+
+class _OneHead:
+    """What sdpa_attention_forward reads of the attention module, for one query head over the KV head it reads.
+    Made once per (is_causal, training) at import, so that torch.compile traces per_head_sdpa without a graph break."""
+
+    num_key_value_groups = 1
+
+    def __init__(self, is_causal: bool, training: bool) -> None:
+        self.is_causal, self.training = is_causal, training
+
+
+_ONE_HEAD = {(c, t): _OneHead(c, t) for c in (False, True) for t in (False, True)}
 
 
 def per_head_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -50,8 +62,7 @@ def per_head_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
     if kwargs.get("position_bias") is not None:
         raise ValueError("per_head_sdpa: a position_bias (one per head) is not supported")
     groups = heads // key.shape[1]
-    one_head = types.SimpleNamespace(num_key_value_groups=1, is_causal=getattr(module, "is_causal", True),
-                                     training=module.training)
+    one_head = _ONE_HEAD[bool(getattr(module, "is_causal", True)), bool(module.training)]
     rows = []
     for b in range(batch):
         mask = attention_mask
