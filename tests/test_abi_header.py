@@ -33,6 +33,8 @@ _C_TO_CTYPES = {
 }
 # Host-side output arrays declared as typed pointers in Python although the C type above says void-like.
 _HOST_POINTERS = {("nvfp4_compiled_archs", 0): ctypes.POINTER(ctypes.c_int)}
+# Device arrays whose C type would otherwise map to a host pointer.
+_DEVICE_POINTERS = {("nvfp4_sm90_grouped_linear", 8): ctypes.c_void_p}  # expert_offsets
 
 
 def _normalise(c_type: str) -> str:
@@ -58,6 +60,8 @@ def header_prototypes() -> dict[str, tuple[str, list[str]]]:
 def _expected(name: str, i: int | None, c_type: str):
     if i is not None and (name, i) in _HOST_POINTERS:
         return _HOST_POINTERS[(name, i)]
+    if i is not None and (name, i) in _DEVICE_POINTERS:
+        return _DEVICE_POINTERS[(name, i)]
     if c_type not in _C_TO_CTYPES:
         pytest.fail(f"{HEADER.name}: {name} uses C type {c_type!r} that this test cannot map; extend _C_TO_CTYPES")
     return _C_TO_CTYPES[c_type]

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "elementwise.cuh"
+#include "quantize_activations.h"
 #include "quantize_block.cuh"
 #include "status.h"
 
@@ -40,7 +41,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
     const T* __restrict__ x, int64_t rows, int64_t cols, int64_t x_row_stride,
     const float* __restrict__ static_global_scale, float* __restrict__ row_global_scale_out,
-    const float* __restrict__ row_scale_multiplier,
+    const float* __restrict__ row_scale_multiplier, const int64_t* __restrict__ group_offsets, int num_groups,
     uint8_t* __restrict__ packed_out, uint8_t* __restrict__ scales_out, __nv_bfloat16* __restrict__ dequant_out,
     int64_t groups_per_cta) {
   const int64_t row = blockIdx.x;
@@ -59,7 +60,22 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
 
   float s2;
   if (static_global_scale != nullptr) {
-    s2 = *static_global_scale;
+    // Grouped rows: the static scale of the row's group, the last e with offsets[e] <= row (offsets clamped to
+    // [0, rows]; a row outside every group takes group 0 or the last, and its output is not used).
+    int e = 0;
+    if (group_offsets != nullptr) {
+      int lo = 0, hi = num_groups - 1;
+      while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (min(max(group_offsets[mid], int64_t{0}), rows) <= row) {
+          lo = mid;
+        } else {
+          hi = mid - 1;
+        }
+      }
+      e = lo;
+    }
+    s2 = static_global_scale[e];
   } else {
     // Per-token decode scale: amax(row) / 2688, or 1 when that is zero (all-zero row; any scale would do).
     float amax = 0.f;
@@ -117,14 +133,12 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
 }
 
 }  // namespace
-}  // namespace nvfp4
 
-extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t rows, int64_t cols,
-                                          int64_t x_row_stride, const float* static_global_scale,
-                                          float* row_global_scale_out, const float* row_scale_multiplier,
-                                          uint8_t* packed_out, uint8_t* scales_out, void* dequant_out,
-                                          void* stream) {
-  using namespace nvfp4;
+int quantize_rows(const void* x, int x_dtype, int64_t rows, int64_t cols, int64_t x_row_stride,
+                  const float* static_global_scale, float* row_global_scale_out, const float* row_scale_multiplier,
+                  const int64_t* group_offsets, int num_groups, uint8_t* packed_out, uint8_t* scales_out,
+                  void* dequant_out, void* stream) {
+  NVFP4_REQUIRE(group_offsets == nullptr || num_groups >= 1, "num_groups: must be >= 1, got %d", num_groups);
   NVFP4_REQUIRE(x != nullptr, "x: must not be NULL");
   NVFP4_REQUIRE(x_dtype == NVFP4_DTYPE_BF16 || x_dtype == NVFP4_DTYPE_FP16,
                 "x_dtype: must be NVFP4_DTYPE_BF16 (0) or NVFP4_DTYPE_FP16 (1), got %d", x_dtype);
@@ -155,12 +169,23 @@ extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t ro
   if (x_dtype == NVFP4_DTYPE_BF16) {
     quantize_rows_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(
         static_cast<const __nv_bfloat16*>(x), rows, cols, x_row_stride, static_global_scale, row_global_scale_out,
-        row_scale_multiplier, packed_out, scales_out, dq, groups_per_cta);
+        row_scale_multiplier, group_offsets, num_groups, packed_out, scales_out, dq, groups_per_cta);
   } else {
     quantize_rows_kernel<__half><<<grid, kThreads, 0, s>>>(static_cast<const __half*>(x), rows, cols, x_row_stride,
                                                            static_global_scale, row_global_scale_out,
-                                                           row_scale_multiplier, packed_out,
-                                                           scales_out, dq, groups_per_cta);
+                                                           row_scale_multiplier, group_offsets, num_groups,
+                                                           packed_out, scales_out, dq, groups_per_cta);
   }
   return check_cuda(cudaGetLastError(), "nvfp4_quantize_activations launch");
+}
+
+}  // namespace nvfp4
+
+extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t rows, int64_t cols,
+                                          int64_t x_row_stride, const float* static_global_scale,
+                                          float* row_global_scale_out, const float* row_scale_multiplier,
+                                          uint8_t* packed_out, uint8_t* scales_out, void* dequant_out,
+                                          void* stream) {
+  return nvfp4::quantize_rows(x, x_dtype, rows, cols, x_row_stride, static_global_scale, row_global_scale_out,
+                              row_scale_multiplier, nullptr, 0, packed_out, scales_out, dequant_out, stream);
 }

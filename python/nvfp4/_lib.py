@@ -11,7 +11,7 @@ import functools
 import os
 from pathlib import Path
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 _LIB_NAME = "libnvfp4_kernels.so"
 
 _c_i64 = ctypes.c_int64

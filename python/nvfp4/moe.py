@@ -34,6 +34,11 @@ EXPERTS_CLASSES = ("Qwen3MoeExperts", "Qwen2MoeExperts", "OlmoeExperts", "Deepse
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 
+def _tracing(t: torch.Tensor) -> bool:
+    """Whether host reads of device values are off limits: torch.compile tracing or CUDA-graph capture."""
+    return torch.compiler.is_compiling() or (t.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
 class NvFp4Experts(nn.Module):
     """E routed experts (gate/up: H -> I, down: I -> H) with NVFP4 weights; submodules gate_proj, up_proj,
     down_proj are NvFp4GroupedLinear (stacked per-expert weights, ModelOpt layout per expert)."""
@@ -77,20 +82,24 @@ class NvFp4Experts(nn.Module):
         require_dtype(fn, "top_k_index", top_k_index, (torch.int64, torch.int32))
         k, e = top_k_index.shape[1], self.num_experts
         flat = top_k_index.reshape(-1).long()
-        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) > e):
+        # The value check reads the indices on the host; under CUDA-graph capture or torch.compile it is skipped, so
+        # that an MoE layer is one sync-free sequence of device work there (the grouped kernels read the offsets on
+        # the GPU). There an index outside [0, e] is clamped into it and changes only its own token's output.
+        if flat.numel() and not _tracing(flat) and (int(flat.min()) < 0 or int(flat.max()) > e):
             raise ValueError(f"{fn}: top_k_index values must be in [0, {e}] ({e}: no expert), got "
                              f"[{int(flat.min())}, {int(flat.max())}]")
-        order = torch.argsort(flat, stable=True)  # slots grouped by expert, token order inside an expert
-        counts = torch.bincount(flat, minlength=e + 1)[:e]
-        offsets = torch.zeros(e + 1, dtype=torch.int64, device=flat.device)
-        offsets[1:] = torch.cumsum(counts, 0)
-        routed = order[: int(offsets[-1])]  # slots with index e (no expert) sort last and are left out
-        x_sorted = hidden_states[routed // k]
+        flat = flat.clamp(0, e)
+        # slots grouped by expert, token order inside an expert; offsets[i] = slots of experts below i (static shapes)
+        flat_sorted, order = torch.sort(flat, stable=True)
+        offsets = torch.searchsorted(flat_sorted, torch.arange(e + 1, device=flat.device))
+        # Every slot goes through: those with index e (no expert) sort last, past offsets[e], where no expert's
+        # GEMM writes; their rows are unspecified values that the slot mask below drops.
+        x_sorted = hidden_states[order // k]
         h = self.act_fn(self.gate_proj(x_sorted, offsets)) * self.up_proj(x_sorted, offsets)
         y_sorted = self.down_proj(h, offsets)
 
-        y = hidden_states.new_zeros((tokens * k, self.hidden_size))
-        y[routed] = y_sorted
+        y = hidden_states.new_empty((tokens * k, self.hidden_size))
+        y[order] = y_sorted
         y = y.reshape(tokens, k, self.hidden_size)
         used = (top_k_index < e).unsqueeze(-1)
         w = top_k_weights.unsqueeze(-1)

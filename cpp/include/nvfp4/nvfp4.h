@@ -24,7 +24,7 @@ extern "C" {
 #define NVFP4_API __attribute__((visibility("default")))
 #endif
 
-#define NVFP4_ABI_VERSION 3
+#define NVFP4_ABI_VERSION 4
 
 typedef enum {
   NVFP4_OK = 0,
@@ -136,6 +136,29 @@ NVFP4_API int nvfp4_sm90_occupancy(int token_tile, int cluster_size, int* ctas_p
 NVFP4_API int nvfp4_sm90_set_split_reduce(int mode);
 NVFP4_API int nvfp4_sm90_set_fused(int mode);
 NVFP4_API int nvfp4_sm90_set_sm_count(int sms);
+
+// The grouped layer (mixture-of-experts): num_experts (1..4096) experts of one N x K projection in one launch.
+//   x:              [rows, K] sorted by expert: rows expert_offsets[e] .. expert_offsets[e+1] - 1 go through expert e.
+//   expert_offsets: device int64 [num_experts + 1], non-decreasing from 0 to rows. Values are clamped to [0, rows], so
+//                   no value makes a kernel access memory out of bounds; rows of decreasing offsets get unspecified
+//                   values, rows outside [expert_offsets[0], expert_offsets[num_experts]) are not written.
+//   w_prepacked:    the experts' runtime layouts one after another (num_experts x nvfp4_sm90_prepacked_bytes(N, K)).
+//   alphas:         [num_experts] the experts' weight global scales (alpha of nvfp4_sm90_linear, one per expert).
+//   static_scales:  [num_experts] with NVFP4_SM90_ACT_QUANT_STATIC (expert e's rows use static_scales[e]), else NULL.
+//   act, x_dtype, out, out_row_stride: as nvfp4_sm90_linear (no bias).
+// Every row gets the bits of an invariant nvfp4_sm90_linear call of its expert (the chunk rule of (N, K)), whatever
+// the other rows and their experts. workspace: nvfp4_sm90_grouped_workspace_size(...) bytes, 256-byte aligned.
+// nvfp4_sm90_grouped_plan reports the token tile, the chunk length, the token tiles launched per 128-row weight tile
+// and whether the activations are quantized inside the GEMM.
+NVFP4_API int nvfp4_sm90_grouped_plan(int64_t rows, int num_experts, int64_t N, int64_t K, int act, int* token_tile,
+                                      int* chunk_k_out, int64_t* slots, int* fused);
+NVFP4_API int nvfp4_sm90_grouped_workspace_size(int64_t rows, int num_experts, int64_t N, int64_t K, int act,
+                                                size_t* bytes);
+NVFP4_API int nvfp4_sm90_grouped_linear(const void* x, int x_dtype, int64_t x_row_stride, int act,
+                                        const float* static_scales, const float* alphas, int64_t rows,
+                                        int num_experts, const int64_t* expert_offsets, int64_t N, int64_t K,
+                                        const uint8_t* w_prepacked, void* out, int64_t out_row_stride,
+                                        void* workspace, size_t workspace_bytes, void* stream);
 
 // ==== Blackwell ==================================================================================================
 // SM100 (sm_100a: B200/GB200, compute capability 10.0 only) and SM120 (sm_120a: RTX 50 / RTX PRO, 12.0 only)

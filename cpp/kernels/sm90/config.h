@@ -21,6 +21,9 @@ namespace sm90 {
 
 constexpr int64_t kSplitMaxM = 64;  // above: the prefill tile (128 tokens), whole K per CTA
 constexpr int64_t kFusedMaxM = 16;  // at most this many rows: the fused quantizer
+// Activations of at most this many rows per 128-row weight tile are quantized inside the GEMM: every tile quantizes
+// the rows again, which costs less than a second launch while M * (N / 128) is small.
+constexpr int64_t kFusedMaxRowTiles = 4096;
 
 inline int token_tile(int64_t M) {
   if (M <= 8) return 8;
@@ -64,6 +67,17 @@ struct DeviceFacts {
 // 1 fused wherever it can serve, 2 never. Returns NVFP4_OK or an error status (message set).
 int make_plan(int64_t M, int64_t N, int64_t K, bool quantize, bool invariant, int64_t kc_override, bool partials_out,
               const DeviceFacts& dev, int forced_reduce, int forced_fused, Plan* plan);
+
+// The grouped GEMM (mixture-of-experts: S rows sorted by expert, E experts of N x K): whole K per CTA with the chunk
+// rule of chunk_k(N, K), in invariant and fast mode alike, so every row gets the bits of an invariant per-expert
+// call. The token tile follows the mean rows per active expert; the grid is an upper bound on the groups' tiles.
+struct GroupedPlan {
+  int bt;         // token tile
+  int kc;         // chunk length
+  int64_t slots;  // token tiles launched per 128-row weight tile
+  bool fused;     // activations quantized inside the GEMM
+};
+GroupedPlan make_grouped_plan(int64_t S, int64_t E, int64_t N, int64_t K, bool quantize, int forced_fused);
 
 }  // namespace sm90
 }  // namespace nvfp4

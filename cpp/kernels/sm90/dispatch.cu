@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "../quantize_activations.h"
 #include "config.h"
 #include "kernel.cuh"
 #include "nvfp4/nvfp4.h"
@@ -28,10 +29,6 @@ TileEntry tile_for(int bt) {
 int tile_occupancy(int bt, int cluster, int* ctas_per_sm, int* max_clusters) {
   return tile_for(bt).occupancy(cluster, ctas_per_sm, max_clusters);
 }
-
-// Activations of at most this many rows per 128-row weight tile are quantized inside the GEMM: every tile quantizes
-// the rows again, which costs less than a second launch while M * (N / 128) is small.
-constexpr int64_t kFusedMaxRowTiles = 4096;
 
 }  // namespace
 
@@ -100,6 +97,18 @@ int make_plan(int64_t M, int64_t N, int64_t K, bool quantize, bool invariant, in
   return NVFP4_OK;
 }
 
+GroupedPlan make_grouped_plan(int64_t S, int64_t E, int64_t N, int64_t K, bool quantize, int forced_fused) {
+  GroupedPlan p;
+  const int64_t active = E < S ? E : S;  // at most this many groups have rows
+  p.bt = token_tile((S + active - 1) / active);
+  p.kc = static_cast<int>(chunk_k(N, K));
+  // Each active group's last tile may be partial: sum of ceil(rows_e / bt) <= (S + active * (bt - 1)) / bt.
+  p.slots = (S + active * (p.bt - 1)) / p.bt;
+  const bool fusable = quantize && p.bt <= kFusedMaxM;
+  p.fused = fusable && (forced_fused == 1 || (forced_fused == 0 && S * ((N + 127) / 128) <= kFusedMaxRowTiles));
+  return p;
+}
+
 }  // namespace sm90
 }  // namespace nvfp4
 
@@ -141,6 +150,24 @@ int check_shape(const char* fn, int64_t M, int64_t N, int64_t K, int act) {
                 "%s: M, N, K must fit in 31 bits (got %lld, %lld, %lld)", fn, (long long)M, (long long)N, (long long)K);
   NVFP4_REQUIRE(act == NVFP4_SM90_ACT_BF16 || act == NVFP4_SM90_ACT_QUANT_PER_TOKEN || act == NVFP4_SM90_ACT_QUANT_STATIC,
                 "%s: act must be NVFP4_SM90_ACT_BF16 (0), _QUANT_PER_TOKEN (1) or _QUANT_STATIC (2) (got %d)", fn, act);
+  return NVFP4_OK;
+}
+
+// The activations and their scale (every entry point that takes x).
+int check_operand(const char* fn, const void* x, int x_dtype, int64_t x_row_stride, int64_t K, int act,
+                  const float* static_scale) {
+  NVFP4_REQUIRE(x != nullptr, "%s: x must not be NULL", fn);
+  NVFP4_REQUIRE(x_dtype == NVFP4_DTYPE_BF16 || x_dtype == NVFP4_DTYPE_FP16,
+                "%s: x_dtype must be NVFP4_DTYPE_BF16 (0) or NVFP4_DTYPE_FP16 (1) (got %d)", fn, x_dtype);
+  NVFP4_REQUIRE(act != NVFP4_SM90_ACT_BF16 || x_dtype == NVFP4_DTYPE_BF16,
+                "%s: a bf16 activation operand (act = NVFP4_SM90_ACT_BF16) must be bf16 (got x_dtype %d)", fn, x_dtype);
+  NVFP4_REQUIRE(x_row_stride >= K, "%s: x_row_stride must be >= K (got %lld, K=%lld)", fn, (long long)x_row_stride,
+                (long long)K);
+  NVFP4_REQUIRE(x_row_stride % 8 == 0, "%s: x_row_stride must be a multiple of 8 elements (16 bytes) (got %lld)", fn,
+                (long long)x_row_stride);
+  NVFP4_REQUIRE(aligned_to(x, 16), "%s: x must be 16-byte aligned", fn);
+  NVFP4_REQUIRE(act != NVFP4_SM90_ACT_QUANT_STATIC || static_scale != nullptr,
+                "%s: static_scale must not be NULL with act = NVFP4_SM90_ACT_QUANT_STATIC", fn);
   return NVFP4_OK;
 }
 
@@ -215,6 +242,32 @@ int encode_activations(CUtensorMap* tm, const void* act, int dtype, int64_t row_
   return NVFP4_OK;
 }
 
+size_t prepacked_bytes(int64_t N, int64_t K) {
+  return static_cast<size_t>((N + kSlabRows - 1) / kSlabRows) * ((K + kKGroup - 1) / kKGroup) * kGroupBytes;
+}
+
+// Grouped workspace: [bf16 dequantized activations, S x K][fp32 row decode scales, S] when the standalone quantizer
+// runs; empty otherwise.
+struct GroupedWorkspace {
+  size_t scale, total;
+};
+GroupedWorkspace grouped_workspace(const GroupedPlan& plan, int act, int64_t S, int64_t K) {
+  if (act == NVFP4_SM90_ACT_BF16 || plan.fused) return GroupedWorkspace{0, 0};
+  const size_t scale = align256(size_t(S) * K * 2);
+  return GroupedWorkspace{scale, scale + align256(size_t(S) * 4)};
+}
+
+int resolve_grouped(const char* fn, int64_t S, int64_t E, int64_t N, int64_t K, int act, GroupedPlan* plan) {
+  int rc = check_shape(fn, S, N, K, act);
+  if (rc != NVFP4_OK) return rc;
+  NVFP4_REQUIRE(E >= 1 && E <= kMaxGroups, "%s: num_experts must be in 1..%d (got %lld)", fn, kMaxGroups,
+                (long long)E);
+  rc = check_device();
+  if (rc != NVFP4_OK) return rc;
+  *plan = make_grouped_plan(S, E, N, K, act != NVFP4_SM90_ACT_BF16, g_fused.load(std::memory_order_relaxed));
+  return NVFP4_OK;
+}
+
 }  // namespace
 
 extern "C" {
@@ -222,7 +275,7 @@ extern "C" {
 int nvfp4_sm90_prepacked_bytes(int64_t N, int64_t K, size_t* bytes) {
   NVFP4_REQUIRE(bytes != nullptr, "nvfp4_sm90_prepacked_bytes: bytes must not be NULL");
   NVFP4_REQUIRE(N >= 1 && K >= 16 && K % 16 == 0, "nvfp4_sm90_prepacked_bytes: N >= 1, K a positive multiple of 16");
-  *bytes = static_cast<size_t>((N + kSlabRows - 1) / kSlabRows) * ((K + kKGroup - 1) / kKGroup) * kGroupBytes;
+  *bytes = prepacked_bytes(N, K);
   return NVFP4_OK;
 }
 
@@ -292,18 +345,8 @@ int nvfp4_sm90_linear(const void* x, int x_dtype, int64_t x_row_stride, int act,
   const char* fn = "nvfp4_sm90_linear";
   int rc = check_shape(fn, M, N, K, act);
   if (rc != NVFP4_OK) return rc;
-  NVFP4_REQUIRE(x != nullptr, "%s: x must not be NULL", fn);
-  NVFP4_REQUIRE(x_dtype == NVFP4_DTYPE_BF16 || x_dtype == NVFP4_DTYPE_FP16,
-                "%s: x_dtype must be NVFP4_DTYPE_BF16 (0) or NVFP4_DTYPE_FP16 (1) (got %d)", fn, x_dtype);
-  NVFP4_REQUIRE(act != NVFP4_SM90_ACT_BF16 || x_dtype == NVFP4_DTYPE_BF16,
-                "%s: a bf16 activation operand (act = NVFP4_SM90_ACT_BF16) must be bf16 (got x_dtype %d)", fn, x_dtype);
-  NVFP4_REQUIRE(x_row_stride >= K, "%s: x_row_stride must be >= K (got %lld, K=%lld)", fn, (long long)x_row_stride,
-                (long long)K);
-  NVFP4_REQUIRE(x_row_stride % 8 == 0, "%s: x_row_stride must be a multiple of 8 elements (16 bytes) (got %lld)", fn,
-                (long long)x_row_stride);
-  NVFP4_REQUIRE(aligned_to(x, 16), "%s: x must be 16-byte aligned", fn);
-  NVFP4_REQUIRE(act != NVFP4_SM90_ACT_QUANT_STATIC || static_scale != nullptr,
-                "%s: static_scale must not be NULL with act = NVFP4_SM90_ACT_QUANT_STATIC", fn);
+  rc = check_operand(fn, x, x_dtype, x_row_stride, K, act, static_scale);
+  if (rc != NVFP4_OK) return rc;
   NVFP4_REQUIRE(alpha != nullptr && aligned_to(alpha, 4), "%s: alpha must be a 4-byte aligned device pointer", fn);
   NVFP4_REQUIRE(act == NVFP4_SM90_ACT_BF16 || alpha_per_row == 0,
                 "%s: with a quantizing act, alpha is the weight's global scale (one value, alpha_per_row = 0)", fn);
@@ -350,7 +393,7 @@ int nvfp4_sm90_linear(const void* x, int x_dtype, int64_t x_row_stride, int act,
   p.x_stride = x_row_stride;
   p.static_scale = act == NVFP4_SM90_ACT_QUANT_STATIC ? static_scale : nullptr;
 
-  LaunchArgs la;
+  LaunchArgs la = {};
   la.mode = plan.reduce == kReduceCluster ? kSplitCluster : plan.reduce == kReduceKernel ? kSplitPartials : kWholeK;
   la.act = plan.fused ? kActQuant : kActTma;
   la.out_dtype = x_dtype;
@@ -385,6 +428,101 @@ int nvfp4_sm90_linear(const void* x, int x_dtype, int64_t x_row_stride, int act,
     nvfp4_sm90_reduce_kernel<__half><<<static_cast<unsigned>(blocks), threads, 0, s>>>(p);
   }
   return check_cuda(cudaGetLastError(), "nvfp4_sm90_reduce_kernel launch");
+}
+
+int nvfp4_sm90_grouped_plan(int64_t rows, int num_experts, int64_t N, int64_t K, int act, int* token_tile,
+                            int* chunk_k_out, int64_t* slots, int* fused) {
+  NVFP4_REQUIRE(token_tile && chunk_k_out && slots && fused, "nvfp4_sm90_grouped_plan: output pointers must not be NULL");
+  GroupedPlan plan;
+  const int rc = resolve_grouped("nvfp4_sm90_grouped_plan", rows, num_experts, N, K, act, &plan);
+  if (rc != NVFP4_OK) return rc;
+  *token_tile = plan.bt;
+  *chunk_k_out = plan.kc;
+  *slots = plan.slots;
+  *fused = plan.fused ? 1 : 0;
+  return NVFP4_OK;
+}
+
+int nvfp4_sm90_grouped_workspace_size(int64_t rows, int num_experts, int64_t N, int64_t K, int act, size_t* bytes) {
+  NVFP4_REQUIRE(bytes != nullptr, "nvfp4_sm90_grouped_workspace_size: bytes must not be NULL");
+  GroupedPlan plan;
+  const int rc = resolve_grouped("nvfp4_sm90_grouped_workspace_size", rows, num_experts, N, K, act, &plan);
+  if (rc != NVFP4_OK) return rc;
+  *bytes = grouped_workspace(plan, act, rows, K).total;
+  return NVFP4_OK;
+}
+
+int nvfp4_sm90_grouped_linear(const void* x, int x_dtype, int64_t x_row_stride, int act, const float* static_scales,
+                              const float* alphas, int64_t rows, int num_experts, const int64_t* expert_offsets,
+                              int64_t N, int64_t K, const uint8_t* w_prepacked, void* out, int64_t out_row_stride,
+                              void* workspace, size_t workspace_bytes, void* stream) {
+  const char* fn = "nvfp4_sm90_grouped_linear";
+  GroupedPlan plan;
+  int rc = resolve_grouped(fn, rows, num_experts, N, K, act, &plan);
+  if (rc != NVFP4_OK) return rc;
+  rc = check_operand(fn, x, x_dtype, x_row_stride, K, act, static_scales);
+  if (rc != NVFP4_OK) return rc;
+  NVFP4_REQUIRE(alphas != nullptr && aligned_to(alphas, 4), "%s: alphas must be a 4-byte aligned device pointer", fn);
+  NVFP4_REQUIRE(expert_offsets != nullptr && aligned_to(expert_offsets, 8),
+                "%s: expert_offsets must be an 8-byte aligned device pointer", fn);
+  NVFP4_REQUIRE(w_prepacked != nullptr && aligned_to(w_prepacked, 16), "%s: w_prepacked must be 16-byte aligned", fn);
+  NVFP4_REQUIRE(out != nullptr && aligned_to(out, 2), "%s: out must be a 2-byte aligned device pointer", fn);
+  NVFP4_REQUIRE(out_row_stride >= N, "%s: out_row_stride must be >= N (got %lld, N=%lld)", fn,
+                (long long)out_row_stride, (long long)N);
+  NVFP4_REQUIRE(x_row_stride <= INT64_MAX / rows && out_row_stride <= INT64_MAX / rows,
+                "%s: row strides overflow 64 bits", fn);
+  const GroupedWorkspace ws = grouped_workspace(plan, act, rows, K);
+  NVFP4_REQUIRE(workspace_bytes >= ws.total,
+                "%s: workspace_bytes must be >= nvfp4_sm90_grouped_workspace_size() = %zu (got %zu)", fn, ws.total,
+                workspace_bytes);
+  NVFP4_REQUIRE(ws.total == 0 || (workspace != nullptr && aligned_to(workspace, 256)),
+                "%s: workspace must be a 256-byte aligned device pointer (needs %zu bytes)", fn, ws.total);
+
+  GemmParams p = {};
+  p.M = static_cast<int>(rows);
+  p.N = static_cast<int>(N);
+  p.K = static_cast<int>(K);
+  p.kc = plan.kc;
+  p.nchunks = static_cast<int>((K + plan.kc - 1) / plan.kc);
+  p.cpc = p.nchunks;
+  p.kg_total = static_cast<int>((K + kKGroup - 1) / kKGroup);
+  p.w = w_prepacked;
+  p.alpha = alphas;
+  p.out = out;
+  p.out_stride = out_row_stride;
+  p.x = x;
+  p.x_stride = x_row_stride;
+  p.static_scale = act == NVFP4_SM90_ACT_QUANT_STATIC ? static_scales : nullptr;
+  p.group_offsets = expert_offsets;
+  p.num_groups = num_experts;
+  p.w_group_stride = static_cast<int64_t>(prepacked_bytes(N, K));
+
+  LaunchArgs la;
+  la.mode = kWholeK;
+  la.act = plan.fused ? kActQuant : kActTma;
+  la.out_dtype = x_dtype;
+  la.splits = 1;
+  la.grouped_slots = plan.slots;
+  const void* operand = x;
+  int64_t operand_stride = x_row_stride;
+  if (act != NVFP4_SM90_ACT_BF16 && !plan.fused) {
+    // The standalone quantizer writes each row's decode scale (no multiplier: the kernel multiplies it by the row's
+    // expert alpha with the quantizer's row_alpha, so the product is the per-expert call's).
+    uint8_t* wsb = static_cast<uint8_t*>(workspace);
+    auto* dequant = reinterpret_cast<__nv_bfloat16*>(wsb);
+    auto* row_scale = reinterpret_cast<float*>(wsb + ws.scale);
+    rc = quantize_rows(x, x_dtype, rows, K, x_row_stride, p.static_scale, row_scale, nullptr,
+                       p.static_scale ? expert_offsets : nullptr, num_experts, nullptr, nullptr, dequant, stream);
+    if (rc != NVFP4_OK) return rc;
+    operand = dequant;
+    operand_stride = K;
+    p.row_scale = row_scale;
+  }
+  CUtensorMap tm = {};
+  rc = encode_activations(&tm, operand, la.act == kActTma ? NVFP4_DTYPE_BF16 : x_dtype, operand_stride, rows, K,
+                          plan.bt);
+  if (rc != NVFP4_OK) return rc;
+  return tile_for(plan.bt).launch(p, la, &tm, static_cast<cudaStream_t>(stream));
 }
 
 }  // extern "C"

@@ -59,7 +59,18 @@ struct GemmParams {
   const void* x;       // kActQuant: raw activations [M][x_stride]
   int64_t x_stride;    // elements
   const float* static_scale;  // kActQuant: device fp32 decode scale, or null for per-token scales
+  // Grouped GEMM (kWholeK only; group_offsets non-null): rows [group_offsets[e], group_offsets[e+1]) of x and out
+  // belong to group (expert) e of num_groups, whose weights start at w + e * w_group_stride bytes and whose alpha and
+  // static scale are alpha[e] and static_scale[e]; with kActTma, row_scale[m] (or null for W4A16) is row m's decode
+  // scale, multiplied by alpha[e] as the quantizer would (row_alpha). blockIdx.x = slot * tiles_n + weight tile: slot
+  // s is the s-th token tile in expert order, each expert's rows cut into tiles of BT from its first row. Offsets are
+  // clamped to [0, M] and made non-decreasing, so that no value makes the kernel read or write out of bounds.
+  const int64_t* group_offsets;
+  int num_groups;
+  int64_t w_group_stride;
+  const float* row_scale;
 };
+constexpr int kMaxGroups = 4096;  // group tile counts live in the stage ring while the CTA finds its tile
 
 template <int BT>
 struct Tile {
@@ -78,7 +89,8 @@ struct Tile {
   static constexpr int kAmax = kMaxClusterSplits * BT * 4;  // [rank][row] partial row amaxes
   static constexpr int kS2 = (BT * 4 + 15) / 16 * 16;      // [row] decode scales
   static constexpr int kBars = 3 * STAGES * 8;  // full, empty, and (fused quantizer) raw-activations-landed
-  static constexpr int kTotal = 1024 + kRing + kTable + kAmax + kS2 + kBars;  // +1024: runtime alignment slack
+  static constexpr int kGroupInfo = 16;          // grouped GEMM: this CTA's group, first row and end row
+  static constexpr int kTotal = 1024 + kRing + kTable + kAmax + kS2 + kBars + kGroupInfo;  // +1024: alignment slack
   static constexpr int kMinBlocks = 1;
   // Tiles of 32 tokens and more run one CTA per SM and need more than 168 registers per consumer thread: the
   // producer warpgroup (copies only: the fused quantizer serves smaller tiles) gives its registers away.
@@ -87,6 +99,7 @@ struct Tile {
   static constexpr int kMaxCpc = BT <= 32 ? 4 : (BT <= 64 ? 2 : 1);
   static_assert(kActBox % 1024 == 0 && kStage % 1024 == 0, "128B-swizzle boxes need 1024-byte alignment");
   static_assert(BT > 64 || (BT / 2 + kMaxClusterSplits) * kMaxCpc * 1024 <= kRing, "the cluster inbox fits the ring");
+  static_assert(kMaxGroups * 4 <= kRing, "the group tile counts fit the ring");
 };
 
 // --- numerics shared with the reduction kernel --------------------------------------------------------------------
@@ -243,6 +256,16 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
   auto empty = [&](int s) { return bar_base + 8 * (T::STAGES + s); };
   auto xraw = [&](int s) { return bar_base + 8 * (2 * T::STAGES + s); };
   const int tid = threadIdx.x;
+  const int tiles_n = (p.N + 127) / 128;
+  // Grouped GEMM: the tile counts of the groups, in the ring until its first use, then this CTA's tile in group_info.
+  const bool grouped = MODE == kWholeK && p.group_offsets != nullptr;
+  int* group_tiles = reinterpret_cast<int*>(smem);
+  int* group_info = reinterpret_cast<int*>(smem + T::kRing + T::kTable + T::kAmax + T::kS2 + T::kBars);
+  auto group_row = [&](int e) { return static_cast<int>(min(max(p.group_offsets[e], int64_t{0}), int64_t{p.M})); };
+  if (grouped) {
+    for (int e = tid; e < p.num_groups; e += kThreads) group_tiles[e] = (max(0, group_row(e + 1) - group_row(e)) + BT - 1) / BT;
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the ring is written by TMA next
+  }
 
   if (tid >= 128) table[tid - 128] = scale_entry(tid - 128);
   if (tid == 0) {
@@ -257,17 +280,52 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
   }
   __syncthreads();
 
+  if (grouped && tid < 32) {
+    // Warp 0 finds the group of this CTA's slot: a running sum of the groups' tile counts, 32 groups at a time.
+    const int slot = static_cast<int>(blockIdx.x) / tiles_n;
+    int before = 0, found = -1, local = 0;
+    for (int e0 = 0; e0 < p.num_groups && found < 0; e0 += 32) {
+      const int c = e0 + tid < p.num_groups ? group_tiles[e0 + tid] : 0;
+      int incl = c;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (tid >= o) incl += v;
+      }
+      const unsigned hit = __ballot_sync(0xffffffffu, slot >= before + incl - c && slot < before + incl);
+      if (hit) {
+        const int l = __ffs(hit) - 1;
+        found = e0 + l;
+        local = slot - before - __shfl_sync(0xffffffffu, incl - c, l);
+      }
+      before += __shfl_sync(0xffffffffu, incl, 31);
+    }
+    if (tid == 0) {
+      group_info[0] = found;
+      if (found >= 0) {
+        group_info[1] = group_row(found) + local * BT;
+        group_info[2] = group_row(found + 1);
+      }
+    }
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  }
+  if (grouped) __syncthreads();
+  const int grp = grouped ? group_info[0] : 0;
+  if (grp < 0) return;  // a slot past the last tile (the grid is an upper bound)
+
   // Tile coordinates. Grouped rasterisation (numerically irrelevant): groups of 16 weight tiles, token tiles inside a
-  // group, weight tile fastest, so that a wave shares a few weight and activation tiles through L2.
+  // group, weight tile fastest, so that a wave shares a few weight and activation tiles through L2. The grouped GEMM:
+  // weight tile fastest within a slot.
   constexpr int kGroupN = 16;
-  const int tiles_n = (p.N + 127) / 128;
   const int tiles_m = (p.M + BT - 1) / BT;
   const int pid = blockIdx.x;
   const int group = pid / (kGroupN * tiles_m);
   const int first_n = group * kGroupN;
   const int gn = min(kGroupN, tiles_n - first_n);
   const int within = pid - group * kGroupN * tiles_m;
-  const int n0 = (first_n + within % gn) * 128, m0 = (within / gn) * BT;
+  const int n0 = grouped ? (pid % tiles_n) * 128 : (first_n + within % gn) * 128;
+  const int m0 = grouped ? group_info[1] : (within / gn) * BT;
+  const int m_end = grouped ? group_info[2] : p.M;  // rows past it belong to another group or lie past M
   const int rank = MODE == kWholeK ? 0 : static_cast<int>(blockIdx.z);
   const int splits = MODE == kWholeK ? 1 : static_cast<int>(gridDim.z);
   const int c_begin = MODE == kWholeK ? 0 : rank * p.cpc;
@@ -275,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
   const int kbeg = c_begin * p.kc;
   const int kend = min(p.K, c_end * p.kc);
   const int ntiles = (kend - kbeg + T::BK - 1) / T::BK;
-  const int rows_valid = min(BT, p.M - m0);
+  const int rows_valid = min(BT, m_end - m0);
   const int slabs = min(8, (p.N + kSlabRows - 1) / kSlabRows - n0 / kSlabRows);
   const bool per_token = ACT == kActQuant && p.static_scale == nullptr;
   // A cluster first exchanges the partial row amaxes of its K ranges (every thread takes part in the cluster
@@ -306,7 +364,8 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
         mbar_expect_tx(xraw(s), kgc * T::kActBox);
         for (int kg = 0; kg < kgc; ++kg) tma_2d(stage + kg * T::kActBox, &tm_act, k0 + kg * kKGroup, m0, xraw(s));
       }
-      const uint8_t* src = p.w + (static_cast<int64_t>(n0 / kSlabRows) * p.kg_total + k0 / kKGroup) * kGroupBytes;
+      const uint8_t* src = p.w + grp * p.w_group_stride +
+                           (static_cast<int64_t>(n0 / kSlabRows) * p.kg_total + k0 / kKGroup) * kGroupBytes;
       for (int j = 0; j < slabs; ++j)
         bulk_g2s(stage + T::kAct + j * T::kSlabBytes, src + static_cast<int64_t>(j) * p.kg_total * kGroupBytes,
                  kgc * kGroupBytes, full(s));
@@ -385,7 +444,7 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
           s2_row[tid] = row_decode_scale(amax);  // (the scratch use of s2_row ended at the barrier above)
         }
       } else if (tid < rows_valid) {
-        s2_row[tid] = *p.static_scale;
+        s2_row[tid] = p.static_scale[grp];
       }
       producer_sync();
 
@@ -523,7 +582,8 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
 
   // acc/sums index i = j*4 + h*2 + e holds token m0 + 8j + 2t + e, row n0 + rA + 8h.
   auto alpha_of = [&](int m) {
-    if constexpr (ACT == kActQuant) return row_alpha(s2_row[m - m0], p.alpha[0]);
+    if constexpr (ACT == kActQuant) return row_alpha(s2_row[m - m0], p.alpha[grp]);
+    if (grouped) return p.row_scale ? row_alpha(p.row_scale[m], p.alpha[grp]) : p.alpha[grp];
     return p.alpha[p.alpha_per_row ? m : 0];
   };
   if constexpr (MODE == kWholeK) {
@@ -531,7 +591,7 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
     for (int i = 0; i < BT / 2; ++i) {
       const int j = i / 4, h = (i / 2) % 2, e = i % 2;
       const int m = m0 + 8 * j + 2 * t + e, n = n0 + rA + 8 * h;
-      if (m < p.M && n < p.N) store_output<OutT>(p, m, n, sums[0][i], alpha_of(m));
+      if (m < m_end && n < p.N) store_output<OutT>(p, m, n, sums[0][i], alpha_of(m));
     }
   } else if constexpr (MODE == kSplitPartials) {
 #pragma unroll
@@ -589,6 +649,7 @@ struct LaunchArgs {
   int act;       // ActSource
   int out_dtype;  // nvfp4_dtype; with kActQuant also the activations' dtype
   int splits;    // CTAs per tile along K (gridDim.z) in the split modes
+  int64_t grouped_slots;  // grouped GEMM (GemmParams::group_offsets): token tiles launched per weight tile; else 0
 };
 struct TileEntry {
   int (*launch)(const GemmParams& p, const LaunchArgs& a, const CUtensorMap* tm_act, cudaStream_t stream);

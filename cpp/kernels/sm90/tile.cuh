@@ -12,7 +12,8 @@ namespace nvfp4 {
 namespace sm90 {
 
 template <int BT, typename OutT, int MODE, int ACT, typename XT>
-int launch_kernel(const GemmParams& p, int splits, const CUtensorMap* tm, cudaStream_t stream) {
+int launch_kernel(const GemmParams& p, const LaunchArgs& a, const CUtensorMap* tm, cudaStream_t stream) {
+  const int splits = a.splits;
   auto kernel = nvfp4_sm90_kernel<BT, OutT, MODE, ACT, XT>;
   int rc = check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile<BT>::kTotal),
                       "cudaFuncSetAttribute(nvfp4_sm90_kernel, max dynamic shared memory)");
@@ -22,7 +23,9 @@ int launch_kernel(const GemmParams& p, int splits, const CUtensorMap* tm, cudaSt
                     "cudaFuncSetAttribute(nvfp4_sm90_kernel, non-portable cluster size)");
     if (rc != NVFP4_OK) return rc;
   }
-  const int64_t tiles = static_cast<int64_t>((p.M + BT - 1) / BT) * ((p.N + 127) / 128);
+  // The grouped GEMM launches grouped_slots token tiles per weight tile (an upper bound on the groups' tiles).
+  const int64_t tiles_m = a.grouped_slots > 0 ? a.grouped_slots : (p.M + BT - 1) / BT;
+  const int64_t tiles = tiles_m * ((p.N + 127) / 128);
   if (tiles > INT32_MAX) return fail(NVFP4_ERR_INVALID_ARGUMENT, "nvfp4_sm90_linear: too many tiles");
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(tiles), 1, MODE == kWholeK ? 1 : splits);
@@ -45,13 +48,13 @@ template <int BT, typename OutT, int ACT, typename XT>
 int launch_mode(const GemmParams& p, const LaunchArgs& a, const CUtensorMap* tm, cudaStream_t stream) {
   switch (a.mode) {
     case kSplitCluster:
-      if constexpr (BT <= 64) return launch_kernel<BT, OutT, kSplitCluster, ACT, XT>(p, a.splits, tm, stream);
+      if constexpr (BT <= 64) return launch_kernel<BT, OutT, kSplitCluster, ACT, XT>(p, a, tm, stream);
       break;
     case kSplitPartials:
-      if constexpr (ACT == kActTma) return launch_kernel<BT, OutT, kSplitPartials, ACT, XT>(p, a.splits, tm, stream);
+      if constexpr (ACT == kActTma) return launch_kernel<BT, OutT, kSplitPartials, ACT, XT>(p, a, tm, stream);
       break;
     default:
-      return launch_kernel<BT, OutT, kWholeK, ACT, XT>(p, a.splits, tm, stream);
+      return launch_kernel<BT, OutT, kWholeK, ACT, XT>(p, a, tm, stream);
   }
   return fail(NVFP4_ERR_UNSUPPORTED, "nvfp4_sm90_linear: no kernel for token tile %d, mode %d, activation source %d",
               BT, a.mode, a.act);

@@ -27,10 +27,12 @@ from .base import Backend
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..linear import NvFp4Linear
+    from ..moe_linear import NvFp4GroupedLinear
 
 _c_i64, _c_int, _c_ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 _c_int_p = ctypes.POINTER(ctypes.c_int)
 _c_size_p = ctypes.POINTER(ctypes.c_size_t)
+_c_i64_p = ctypes.POINTER(ctypes.c_int64)
 
 # The C ABI of this backend (cpp/include/nvfp4/nvfp4.h; tests/test_abi_header.py compares the two).
 _lib.declare({
@@ -46,6 +48,13 @@ _lib.declare({
     "nvfp4_sm90_set_split_reduce": (_c_int, [_c_int]),
     "nvfp4_sm90_set_fused": (_c_int, [_c_int]),
     "nvfp4_sm90_set_sm_count": (_c_int, [_c_int]),
+    "nvfp4_sm90_grouped_plan": (_c_int, [_c_i64, _c_int, _c_i64, _c_i64, _c_int, _c_int_p, _c_int_p, _c_i64_p, _c_int_p]),
+    "nvfp4_sm90_grouped_workspace_size": (_c_int, [_c_i64, _c_int, _c_i64, _c_i64, _c_int, _c_size_p]),
+    "nvfp4_sm90_grouped_linear": (
+        _c_int,
+        [_c_ptr, _c_int, _c_i64, _c_int, _c_ptr, _c_ptr, _c_i64, _c_int, _c_ptr, _c_i64, _c_i64, _c_ptr, _c_ptr,
+         _c_i64, _c_ptr, ctypes.c_size_t, _c_ptr],
+    ),
 })
 
 # act codes of nvfp4_sm90_linear (NVFP4_SM90_ACT_* of nvfp4.h)
@@ -175,6 +184,67 @@ def _(x, w_prepacked, alpha, static_scale, bias, act, invariant, n, chunk_k=0):
     return x.new_empty((x.shape[0], n))
 
 
+def grouped_linear_sm90_impl(x: torch.Tensor, w_prepacked: torch.Tensor, alphas: torch.Tensor,
+                             static_scales: torch.Tensor | None, offsets: torch.Tensor, act: int, n: int) -> torch.Tensor:
+    """out [S, n] (x's dtype) = nvfp4_sm90_grouped_linear: rows offsets[e]:offsets[e+1] of x [S, K] through expert e
+    of w_prepacked [E, ...] (each expert's runtime layout), with alphas[e] (and static_scales[e]); every row gets the
+    bits of an invariant linear_sm90 call of its expert. offsets must be non-decreasing from 0 to S (on the GPU they
+    are not read here: the kernel clamps them, so a bad value gives wrong rows, never an access out of bounds)."""
+    fn = "nvfp4.ops.grouped_linear_sm90"
+    require_tensor(fn, "x", x)
+    require_dim(fn, "x", x, 2)
+    require_dtype(fn, "x", x, (torch.bfloat16,) if act == ACT_BF16 else ACTIVATION_DTYPES)
+    s, k = x.shape
+    if k % 16 or k < 16:
+        raise ValueError(f"{fn}: x.shape[1] (K) must be a positive multiple of 16, got {k}")
+    if x.stride(1) != 1:
+        raise ValueError(f"{fn}: x must have unit stride along K (rows may be strided), got strides {x.stride()}")
+    require_dtype(fn, "w_prepacked", w_prepacked, (torch.uint8,))
+    require_dim(fn, "w_prepacked", w_prepacked, 4)
+    e = w_prepacked.shape[0]
+    require_shape(fn, "w_prepacked", w_prepacked, (e, *prepacked_shape(n, k)))
+    if not w_prepacked.is_contiguous():
+        raise ValueError(f"{fn}: w_prepacked must be contiguous")
+    require_dtype(fn, "alphas", alphas, (torch.float32,))
+    require_shape(fn, "alphas", alphas, (e,))
+    require_dtype(fn, "offsets", offsets, (torch.int64,))
+    require_shape(fn, "offsets", offsets, (e + 1,))
+    if act == ACT_QUANT_STATIC:
+        require_tensor(fn, "static_scales", static_scales)
+        require_dtype(fn, "static_scales", static_scales, (torch.float32,))
+        require_shape(fn, "static_scales", static_scales, (e,))
+    require_same_device(fn, "x", x, w_prepacked=w_prepacked, alphas=alphas, static_scales=static_scales,
+                        offsets=offsets)
+    out = torch.empty((s, n), dtype=x.dtype, device=x.device)
+    if s == 0:
+        return out
+    x = ops.aligned_rows(x)
+    alphas, offsets = alphas.contiguous(), offsets.contiguous()
+    static_scales = None if static_scales is None else static_scales.contiguous()
+    lib = _lib.require()
+    size = ctypes.c_size_t(0)
+    _lib.check(lib.nvfp4_sm90_grouped_workspace_size(s, e, n, k, act, ctypes.byref(size)), "nvfp4_sm90_grouped_linear")
+    workspace = torch.empty((size.value,), dtype=torch.uint8, device=x.device) if size.value else None
+    status = lib.nvfp4_sm90_grouped_linear(
+        x.data_ptr(), ops.ABI_DTYPE_CODE[x.dtype], x.stride(0), act, ops.data_ptr(static_scales), alphas.data_ptr(), s,
+        e, offsets.data_ptr(), n, k, w_prepacked.data_ptr(), out.data_ptr(), out.stride(0), ops.data_ptr(workspace),
+        size.value, ops.current_stream(x.device),
+    )
+    _lib.check(status, "nvfp4_sm90_grouped_linear")
+    return out
+
+
+@torch.library.custom_op("nvfp4::grouped_linear_sm90", mutates_args=())
+def grouped_linear_sm90(x: torch.Tensor, w_prepacked: torch.Tensor, alphas: torch.Tensor,
+                        static_scales: torch.Tensor | None, offsets: torch.Tensor, act: int, n: int) -> torch.Tensor:
+    return grouped_linear_sm90_impl(x, w_prepacked, alphas, static_scales, offsets, act, n)
+
+
+@grouped_linear_sm90.register_fake
+def _(x, w_prepacked, alphas, static_scales, offsets, act, n):
+    return x.new_empty((x.shape[0], n))
+
+
 # --- the backend ---------------------------------------------------------------------------------------------------
 
 _ACT_OF_MODE = {"none": ACT_BF16, "per-token": ACT_QUANT_PER_TOKEN, "static": ACT_QUANT_STATIC}
@@ -200,6 +270,16 @@ class Sm90Backend(Backend):
         bias = None if layer.bias is None else layer.bias.to(x2.dtype)
         return ops.call(linear_sm90, linear_sm90_impl, x2, layer.weight, layer.weight_scale_2.reshape(1), static, bias,
                         act, layer.batch_invariant, layer.out_features)
+
+    def grouped_forward(self, layer: "NvFp4GroupedLinear", x_sorted: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """One launch for all experts (nvfp4_sm90_grouped_linear): each row gets the bits of its expert's invariant
+        forward, in either mode, with no host synchronisation (offsets stay on the GPU)."""
+        act = _ACT_OF_MODE[layer.activation]
+        if act == ACT_BF16 and x_sorted.dtype != torch.bfloat16:
+            raise TypeError(f"NvFp4GroupedLinear.forward: W4A16 on {self.name} takes bfloat16 x, got {x_sorted.dtype}")
+        static = layer.input_scale if act == ACT_QUANT_STATIC else None
+        return ops.call(grouped_linear_sm90, grouped_linear_sm90_impl, x_sorted, layer.weight, layer.weight_scale_2,
+                        static, offsets, act, layer.out_features)
 
 
 BACKEND = Sm90Backend()
@@ -276,3 +356,22 @@ def planning(*, split_reduce: ForcedReduce = "auto", fused: ForcedFused = "auto"
 
 def forced_split_reduce(mode: ForcedReduce):
     return planning(split_reduce=mode)
+
+
+@dataclass(frozen=True)
+class Sm90GroupedPlan:
+    token_tile: int  # wgmma N of the kernel: 8, 16, 32, 64 or 128
+    chunk_k: int  # K chunk length (the rule of (N, K), as an invariant per-expert call)
+    slots: int  # token tiles launched per 128-row weight tile (a bound on the experts' tiles)
+    fused: bool  # activations quantized inside the GEMM
+
+
+def grouped_plan(rows: int, num_experts: int, n: int, k: int, activation: str = "per-token") -> Sm90GroupedPlan:
+    """The plan nvfp4_sm90_grouped_linear follows for `rows` rows over `num_experts` experts of n x k."""
+    lib = _lib.require()
+    tile, chunk, fused = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
+    slots = ctypes.c_int64(0)
+    _lib.check(lib.nvfp4_sm90_grouped_plan(rows, num_experts, n, k, _ACT_OF_MODE[activation], ctypes.byref(tile),
+                                           ctypes.byref(chunk), ctypes.byref(slots), ctypes.byref(fused)),
+               "nvfp4_sm90_grouped_plan")
+    return Sm90GroupedPlan(tile.value, chunk.value, slots.value, bool(fused.value))
