@@ -143,10 +143,12 @@ def test_layer_equals_standalone_quantizer_plus_bf16_gemm(n, k, m, dtype, activa
     for fused in ("always", "never"):
         with planning(fused=fused):
             outs[fused] = layer(x)
-    assert torch.equal(outs["always"], outs["never"]), "the fused quantizer's bytes differ from the standalone one's"
+    # bit patterns (fp16 outputs of wide-spread rows overflow to inf and NaN, which torch.equal never matches)
+    assert torch.equal(outs["always"].view(torch.int16), outs["never"].view(torch.int16)), \
+        "the fused quantizer's bytes differ from the standalone one's"
     if dtype == torch.bfloat16:  # the GEMM alone takes bf16 operands and writes bf16
         want = linear_sm90_impl(act, layer.weight, alpha, None, layer.bias, ACT_BF16, True, n)
-        assert torch.equal(outs["never"], want), "the layer differs from quantizer + GEMM"
+        assert torch.equal(outs["never"].view(torch.int16), want.view(torch.int16)), "the layer differs from quantizer + GEMM"
 
 
 @pytest.mark.parametrize("n,k,m", [(160, 2048, 1), (352, 1984, 17), (320, 1008, 257), (4096, 4096, 65),

@@ -96,8 +96,8 @@ NVFP4_API int nvfp4_chunk_k(int64_t N, int64_t K, int64_t* chunk_k);
 //                NVFP4_SM90_ACT_QUANT_PER_TOKEN / _QUANT_STATIC: x (bf16 or fp16) is quantized per row by the
 //                activation recipe (nvfp4_quantize_activations' bytes) with per-token or *static_scale decode scales;
 //                a = the exact dequantized values, alpha_m = row decode scale * alpha[0] (the weight's global scale,
-//                alpha_per_row = 0). Up to 16 rows are quantized inside the GEMM (one launch), more by the
-//                standalone quantizer into the workspace; the bytes are the same.
+//                alpha_per_row = 0). The standalone quantizer writes them into the workspace first (up to 16 rows
+//                can be quantized inside the GEMM instead: nvfp4_sm90_set_fused(1)); the bytes are the same.
 //   bias:        [N] in x_dtype or NULL. out: [M, N], row stride out_row_stride.
 //   invariant:   1 = every output's K reduction order is a function of (N, K) only: K in chunks of
 //                nvfp4_chunk_k(N, K), each chunk's sum from zero, chunk sums added in order to zero.

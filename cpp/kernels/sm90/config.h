@@ -8,8 +8,8 @@
 // Speed. Decode (M <= 64) reads every weight once: a tile of 128 rows should stream its K range with enough bytes in
 // flight on every SM. Tiles that already cover the SMs walk all of K in one CTA; fewer tiles split their chunks over
 // 2..16 CTAs, added in a thread-block cluster (one kernel) where the clusters fit in one wave, else through fp32
-// partials and a second kernel. Activations of up to 16 rows are quantized inside the GEMM (one launch per layer
-// call): every 128-row tile quantizes them again, which costs less than a second kernel while rows are few.
+// partials and a second kernel. W4A4 activations are quantized by the standalone quantizer first, in the same C call
+// (kFusedMaxM says why the fused quantizer is not the default).
 #pragma once
 #include <cstdint>
 
@@ -20,10 +20,11 @@ namespace nvfp4 {
 namespace sm90 {
 
 constexpr int64_t kSplitMaxM = 64;  // above: the prefill tile (128 tokens), whole K per CTA
-constexpr int64_t kFusedMaxM = 16;  // at most this many rows: the fused quantizer
-// Activations of at most this many rows per 128-row weight tile are quantized inside the GEMM: every tile quantizes
-// the rows again, which costs less than a second launch while M * (N / 128) is small.
-constexpr int64_t kFusedMaxRowTiles = 4096;
+// At most this many rows can be quantized inside the GEMM (the fused quantizer). It runs only where a test or
+// benchmark forces it (nvfp4_sm90_set_fused(1)): measured on the H100 (bench/results/h100), the fused layer call
+// took 2-3x the standalone quantizer + GEMM at M = 1 on every llama preset shape (the producer warpgroup's per-stage
+// quantization and row amax sit on the critical path), so by default the standalone quantizer runs first.
+constexpr int64_t kFusedMaxM = 16;
 
 inline int token_tile(int64_t M) {
   if (M <= 8) return 8;

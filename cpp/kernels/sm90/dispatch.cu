@@ -91,8 +91,7 @@ int make_plan(int64_t M, int64_t N, int64_t K, bool quantize, bool invariant, in
     }
   }
   p.cpc = (p.nchunks + p.splits - 1) / p.splits;
-  const bool fusable = quantize && M <= kFusedMaxM && p.reduce != kReduceKernel;
-  p.fused = fusable && (forced_fused == 1 || (forced_fused == 0 && M * tiles_n <= kFusedMaxRowTiles));
+  p.fused = quantize && M <= kFusedMaxM && p.reduce != kReduceKernel && forced_fused == 1;
   *plan = p;
   return NVFP4_OK;
 }
@@ -104,8 +103,7 @@ GroupedPlan make_grouped_plan(int64_t S, int64_t E, int64_t N, int64_t K, bool q
   p.kc = static_cast<int>(chunk_k(N, K));
   // Each active group's last tile may be partial: sum of ceil(rows_e / bt) <= (S + active * (bt - 1)) / bt.
   p.slots = (S + active * (p.bt - 1)) / p.bt;
-  const bool fusable = quantize && p.bt <= kFusedMaxM;
-  p.fused = fusable && (forced_fused == 1 || (forced_fused == 0 && S * ((N + 127) / 128) <= kFusedMaxRowTiles));
+  p.fused = quantize && p.bt <= kFusedMaxM && forced_fused == 1;
   return p;
 }
 
