@@ -48,20 +48,24 @@ def summary(folder: Path) -> None:
 
 
 def main(folder: Path) -> None:
-    py, cpp = _one(folder, "compare-*.json"), _one(folder, "nvfp4_bench-*.json")
+    py = _one(folder, "compare-*.json")
+    # the C++ harness is optional: a folder re-measured with compare.py alone has none
+    cpp = _one(folder, "nvfp4_bench-*.json") if list(folder.glob("nvfp4_bench-*.json")) else None
     fam = py["family"]
     us = {(r["N"], r["K"], r["M"], r["series"]): r for r in py["results"]}
-    cus = {(r["N"], r["K"], r["M"], r["series"]): r for r in cpp["results"]}
+    cus = {(r["N"], r["K"], r["M"], r["series"]): r for r in cpp["results"]} if cpp else {}
     inv, fast, layer = f"{fam}_invariant", f"{fam}_fast", f"{fam}_invariant_layer"
     quantizer = "quantize_dequant" if fam == "sm90" else "quantize_nvfp4"
+    cpp_note = (f" (nvfp4_bench: {cpp['commit']}, {cpp['read_bandwidth_TBps']} TB/s, invariance failures "
+                f"{cpp['invariance_failures']})" if cpp else " (no nvfp4_bench run)")
     print(f"GPU {py['gpu']} ({py['sms']} SMs), driver {py['driver']}, torch {py['torch']}, triton {py['triton']}; "
-          f"commit {py['commit']} (nvfp4_bench: {cpp['commit']}); date {py['date']}; measured read bandwidth "
-          f"{py['read_bandwidth_TBps']} TB/s (Python) / {cpp['read_bandwidth_TBps']} TB/s (C++); "
-          f"invariance failures: {py['invariance_failures']} (Python), {cpp['invariance_failures']} (C++)")
+          f"commit {py['commit']}; date {py['date']}; measured read bandwidth {py['read_bandwidth_TBps']} TB/s; "
+          f"invariance failures: {py['invariance_failures']}{cpp_note}")
     probes = Counter((r["series"], r["invariance"]) for r in py["results"] if r["invariance"])
     print("invariance probes (Python): " + ", ".join(f"{s} {v} {n}" for (s, v), n in sorted(probes.items())))
-    cprobes = Counter((r["series"], r["invariance"]) for r in cpp["results"] if r["invariance"])
-    print("invariance probes (C++): " + ", ".join(f"{s} {v} {n}" for (s, v), n in sorted(cprobes.items())))
+    if cpp:
+        cprobes = Counter((r["series"], r["invariance"]) for r in cpp["results"] if r["invariance"])
+        print("invariance probes (C++): " + ", ".join(f"{s} {v} {n}" for (s, v), n in sorted(cprobes.items())))
 
     points = sorted({(n, k, m) for n, k, m, s in us if s == inv})
     ratios = (("invariant / fast, GEMM", inv, fast), ("cuBLAS bf16 / invariant GEMM", "cublas_bf16", inv),
