@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
-# One short device call (carry .deps and, optionally, OLD_DIR = a `git archive` of a baseline commit): builds this
-# tree (and the baseline in the background), then smoke -> Hopper tests (writes the fingerprint) -> compare.py on the
-# llama presets at NVFP4_BENCH_M -> the baseline's compare.py on the same points. Each step has a time limit so the
-# call returns inside the device's 10 minutes; everything lands in $OUT/run.tar.gz (logs, JSON, fingerprint).
+# One device call (about 7 minutes on an H100) that measures what lands: builds this tree for sm_90a (and, given
+# OLD_DIR, a baseline: `git archive <commit> | tar -x -C OLD_DIR --exclude=bench/results --exclude=tests/fixtures`,
+# tests/ included), then smoke -> the Hopper tests (GEMM, fingerprint written, MoE) -> compare.py on the llama presets
+# at NVFP4_BENCH_M (default M = 1..8192 in powers of two) -> the baseline's compare.py on the same grid ->
+# bench_moe.py -> acceptance.py. Carry .deps (and OLD_DIR, git-ignored). Every step has a time limit so that the call
+# returns inside the device's 10 minutes; logs and JSON land in $OUT/run.tar.gz.
+#   bash tools/device_quick.sh [OLD_DIR]
+# Set NVFP4_COMMIT / NVFP4_OLD_COMMIT: a tree built from an archive inside this checkout would record the
+# checkout's HEAD.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 OLD=${1:-}
 W=/tmp/work; mkdir -p $W/new $W/old
-export NVFP4_CUTLASS_INCLUDE_DIR=$PWD/.deps/cutlass_library/source/include NVFP4_CUDA_ARCHS=90a CMAKE_BUILD_PARALLEL_LEVEL=16
+export NVFP4_CUTLASS_INCLUDE_DIR=$PWD/.deps/cutlass_library/source/include NVFP4_CUDA_ARCHS=90a
 export PYTHONUNBUFFERED=1
-M=${NVFP4_BENCH_M:-1,16,64,4096}
-ARGS="--preset llama-3.1-8b,llama-3.1-70b --m $M --no-emulation --no-triton --no-plots"
+M=${NVFP4_BENCH_M:-1,2,4,8,16,32,64,128,256,512,1024,2048,4096,8192}
+ARGS="--preset llama-3.1-8b,llama-3.1-70b --m $M --no-emulation --no-plots"
 start=$SECONDS
 t() { echo "[$((SECONDS - start)) s] $*"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > $W/gpu.txt; cat $W/gpu.txt
 if [ -n "$OLD" ]; then
   (cd "$OLD" && CMAKE_BUILD_PARALLEL_LEVEL=6 python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/oldsite . > $W/old/build.log 2>&1; echo "rc=$?" >> $W/old/build.log) &
 fi
-timeout 200 python3 -m pip install --no-build-isolation --no-deps -q . > $W/new/build.log 2>&1 || { tail -30 $W/new/build.log; }
+CMAKE_BUILD_PARALLEL_LEVEL=10 timeout 200 python3 -m pip install --no-build-isolation --no-deps -q . > $W/new/build.log 2>&1 || { tail -30 $W/new/build.log; }
 t "built"
-timeout ${SMOKE_S:-80} python3 tools/sm90_smoke.py > $W/smoke.log 2>&1; t "smoke rc=$?"; grep -E "FAIL|DIFFERS|smoke:" $W/smoke.log | head -20; tail -2 $W/smoke.log
-NVFP4_WRITE_FINGERPRINT=1 timeout ${TESTS_S:-200} python3 -m pytest tests/test_gemm_sm90.py tests/test_fingerprint_sm90.py -q -x -p no:cacheprovider -rs > $W/tests.log 2>&1; t "tests rc=$?"; tail -25 $W/tests.log
+timeout ${SMOKE_S:-60} python3 tools/sm90_smoke.py > $W/smoke.log 2>&1; t "smoke rc=$?"; grep -E "FAIL|DIFFERS|smoke:" $W/smoke.log | head -20
+NVFP4_WRITE_FINGERPRINT=1 timeout ${TESTS_S:-150} python3 -m pytest tests/test_gemm_sm90.py tests/test_fingerprint_sm90.py tests/test_moe_sm90.py -q -p no:cacheprovider -rs > $W/tests.log 2>&1; t "tests rc=$?"; tail -12 $W/tests.log
 cp tests/fingerprints/sm90.json $W/ 2>/dev/null
 if [ -n "${PROFILE:-}" ]; then  # PROFILE="N K M" : ncu stall reasons and memory throughput of that layer call
   timeout 90 ncu --clock-control none -k regex:nvfp4_sm90_kernel --launch-skip 2 --launch-count 1 \
@@ -28,11 +33,12 @@ if [ -n "${PROFILE:-}" ]; then  # PROFILE="N K M" : ncu stall reasons and memory
     --section LaunchStats --section Occupancy python3 tools/sm90_profile.py $PROFILE > $W/ncu.log 2>&1; t "ncu rc=$?"
   grep -E "Duration|Throughput|Stall|Warp Cycles|Issued|Eligible|Achieved Occupancy|Registers|Block Limit" $W/ncu.log | head -60
 fi
-timeout ${BENCH_S:-130} python3 bench/compare.py $ARGS --out $W/new > $W/new/compare.log 2>&1; t "compare new rc=$?"
+timeout ${BENCH_S:-170} python3 bench/compare.py $ARGS --out $W/new > $W/new/compare.log 2>&1; t "compare new rc=$?"
 if [ -n "$OLD" ]; then
   wait; tail -1 $W/old/build.log
-  (cd "$OLD" && PYTHONPATH=/tmp/oldsite timeout ${BENCH_S:-130} python3 bench/compare.py $ARGS --out $W/old > $W/old/compare.log 2>&1); t "compare old rc=$?"
+  (cd "$OLD" && NVFP4_COMMIT=${NVFP4_OLD_COMMIT:-baseline} PYTHONPATH=/tmp/oldsite timeout ${BENCH_S:-170} python3 bench/compare.py $ARGS --out $W/old > $W/old/compare.log 2>&1); t "compare old rc=$?"
 fi
+timeout ${MOE_S:-90} python3 bench/bench_moe.py --out $W/new > $W/new/moe.log 2>&1; t "moe bench rc=$?"
 for j in $W/new/compare-*.json; do [ -f "$j" ] && python3 bench/acceptance.py "$j" $(ls $W/old/compare-*.json 2>/dev/null | sed 's/^/--baseline /'); done
 tar -czf $OUT/run.tar.gz -C $W .
 t "done"
