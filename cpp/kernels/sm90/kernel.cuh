@@ -4,11 +4,13 @@
 // CTA = 3 warpgroups (384 threads). Warpgroup 0 produces: one thread copies each stage's weights and scales (8 slabs
 // of the runtime layout in layout.h, one bulk copy each) and, for bf16 activation operands, the activations (TMA, 128B
 // swizzle, zero fill past M and K); with the fused quantizer (ActSource kActQuant) the raw bf16/fp16 activations land
-// there by TMA and all 128 threads quantize them in place (quantize_block.cuh, the bytes of the standalone quantizer). Warpgroups 1 and 2 consume: each owns 64 weight rows x BT tokens, reads its A fragment with
-// one 16-byte and one 8-byte shared-memory load per lane and 64-k group, dequantizes it with whole-word integer ops
-// (e2m1 * 2^-126 as bf16 bits) and one bf16x2 multiply by (block scale * 2^119) from a 256-entry table (the product
-// e2m1 * scale * 2^-7 is exact in bf16), and issues 4 k16 wgmmas per group with one commit group in flight while
-// the next group is dequantized. Full/empty mbarriers per stage; no block-wide barrier in the main loop.
+// there by TMA and three of its warps quantize them in place (quantize_block.cuh, the bytes of the standalone
+// quantizer) while the fourth issues the copies. Warpgroups 1 and 2 consume: each owns 64 weight rows x BT tokens,
+// reads its A fragment with one 16-byte and one 8-byte shared-memory load per lane and 64-k group, dequantizes it
+// with whole-word integer ops (e2m1 * 2^-126 as bf16 bits) and one bf16x2 multiply by (block scale * 2^119) from a
+// 256-entry table (the product e2m1 * scale * 2^-7 is exact in bf16), and issues 4 k16 wgmmas per group with one
+// commit group in flight while the next group is dequantized. Full/empty mbarriers per stage; no block-wide barrier
+// in the main loop.
 //
 // Reduction order (config.h): K is cut into chunks of kc; each chunk's k16 wgmma chain starts from zero in K order;
 // chunk sums are added in chunk order to a zero-initialised total (0 + s0 + s1 + ...). Whether a CTA walks every
@@ -40,6 +42,7 @@ enum ActSource : int {
 };
 constexpr int kThreads = 384;
 constexpr int kMaxClusterSplits = 16;  // 16 needs cudaFuncAttributeNonPortableClusterSizeAllowed
+constexpr int kQuantWarps = 3;  // fused quantizer: producer warps that quantize (the fourth issues the copies)
 
 struct GemmParams {
   int M, N, K;
@@ -263,7 +266,8 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
   int* group_info = reinterpret_cast<int*>(smem + T::kRing + T::kTable + T::kAmax + T::kS2 + T::kBars);
   auto group_row = [&](int e) { return static_cast<int>(min(max(p.group_offsets[e], int64_t{0}), int64_t{p.M})); };
   if (grouped) {
-    for (int e = tid; e < p.num_groups; e += kThreads) group_tiles[e] = (max(0, group_row(e + 1) - group_row(e)) + BT - 1) / BT;
+    for (int e = tid; e < p.num_groups; e += kThreads)
+      group_tiles[e] = (max(0, group_row(e + 1) - group_row(e)) + BT - 1) / BT;
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the ring is written by TMA next
   }
 
@@ -271,7 +275,7 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
   if (tid == 0) {
 #pragma unroll
     for (int s = 0; s < T::STAGES; ++s) {
-      mbar_init(full(s), ACT == kActQuant ? 5 : 1);  // the copy thread's expect_tx (+ one arrive per quantizer warp)
+      mbar_init(full(s), ACT == kActQuant ? 1 + kQuantWarps : 1);  // the copy's expect_tx (+ each quantizer warp)
       mbar_init(empty(s), 8);                        // one arrive per consumer warp
       mbar_init(xraw(s), 1);                         // the raw activations' TMA (fused quantizer)
     }
@@ -448,18 +452,26 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
       }
       producer_sync();
 
-      for (int kt = 0; kt < ntiles; ++kt) {
+      int ntiles_quantized = ntiles;
+      if (tid >= 32 * kQuantWarps) {
+        // The last producer warp issues the stages past the first ring as their slots free up, so that the raw
+        // activations of several stages are in flight while the other warps quantize (a quantizer that issued its
+        // own next stage and then waited for it served one stage per copy latency).
+        if (lane == 0)
+          for (int kt = T::STAGES; kt < ntiles; ++kt) {
+            mbar_wait(empty(kt % T::STAGES), ((kt / T::STAGES) - 1) & 1);
+            issue(kt);
+          }
+        ntiles_quantized = 0;
+      }
+      for (int kt = 0; kt < ntiles_quantized; ++kt) {
         const int s = kt % T::STAGES;
-        if (kt >= T::STAGES) {
-          mbar_wait(empty(s), ((kt / T::STAGES) - 1) & 1);
-          if (tid == 0) issue(kt);
-        }
         const int k0 = kbeg + kt * T::BK;
         const int blocks_per_row = min(kgroups_in(kt) * 4, (p.K - k0) / kQuantBlock);  // past K: TMA zeros
         const uint32_t stage = smem_base + s * T::kStage;
         mbar_wait(xraw(s), (kt / T::STAGES) & 1);
         // Rows past M arrive as TMA zeros and are left so (their columns of the product are not stored).
-        for (int b = tid; b < rows_valid * blocks_per_row; b += 128) {
+        for (int b = tid; b < rows_valid * blocks_per_row; b += 32 * kQuantWarps) {
           const int r = b / blocks_per_row, blk = b - r * blocks_per_row;
           // 128B swizzle: 16-byte chunk j of token row r sits at chunk j ^ (r % 8) of the row's 128 bytes.
           const uint32_t row_addr = stage + (blk / 4) * T::kActBox + r * 128;
