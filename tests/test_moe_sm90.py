@@ -1,7 +1,7 @@
 """The Hopper grouped GEMM (nvfp4_sm90_grouped_linear) on the device: every row bitwise equal to its expert's
 invariant NvFp4Linear call (the per-expert default of Backend.grouped_forward), for W4A4 per-token and static and
 W4A16, bf16 and fp16, ragged, empty and one-expert routings over row counts that straddle every token tile and the
-fused-quantizer limit; both quantizer paths; a row's bits independent of the other rows; CUDA graphs replayed with new
+fused-quantizer limit, and a top-8-of-128 layer at every token count 1..300 and the powers of two to 8192; both quantizer paths; a row's bits independent of the other rows; CUDA graphs replayed with new
 routings; torch.compile; offsets out of range stay in bounds; bad input.
 
 Skips without a Hopper GPU.
@@ -249,3 +249,20 @@ def test_a_whole_moe_layer_runs_in_a_cuda_graph_and_under_compile():
     # a token's output does not depend on the other tokens
     alone = experts(x[5:6], index[5:6], weights[5:6])
     assert torch.equal(experts(x, index, weights)[5:6], alone)
+
+
+TOKENS = list(range(1, 301)) + [512, 1024, 2048, 4096, 8192]
+
+
+def test_every_token_count_gives_the_per_expert_bits():
+    """Decode to prefill token counts of a top-8-of-128 layer (rows = 8 x tokens, drawn without repeats per token):
+    the grouped GEMM equals the per-expert calls row for row at every count."""
+    e, top_k, n, k = 128, 8, 768, 2048
+    layer = random_grouped(e, n, k, seed=31)
+    pool = random_x(TOKENS[-1] * top_k, k, seed=31)
+    for t in TOKENS:
+        g = torch.Generator().manual_seed(t)
+        experts = torch.rand(t, e, generator=g).topk(top_k, dim=1).indices.flatten()
+        offsets = offsets_of(torch.bincount(experts, minlength=e).tolist())
+        x = pool[: t * top_k]
+        assert_rows_equal(layer(x, offsets), per_expert(layer, x, offsets), f"tokens={t}")

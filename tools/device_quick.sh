@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call (about 7 minutes on an H100) that measures what lands: builds this tree for sm_90a (and, given
+# One device call (about 8 minutes on an H100) that measures what lands: builds this tree for sm_90a (and, given
 # OLD_DIR, a baseline: `git archive <commit> | tar -x -C OLD_DIR --exclude=bench/results --exclude=tests/fixtures`,
 # tests/ included), then smoke -> the Hopper tests (GEMM, fingerprint written, MoE) -> compare.py on the llama presets
 # at NVFP4_BENCH_M (default M = 1..8192 in powers of two) -> the baseline's compare.py on the same grid ->
@@ -27,6 +27,10 @@ t "built"
 timeout ${SMOKE_S:-60} python3 tools/sm90_smoke.py > $W/smoke.log 2>&1; t "smoke rc=$?"; grep -E "FAIL|DIFFERS|smoke:" $W/smoke.log | head -20
 NVFP4_WRITE_FINGERPRINT=1 timeout ${TESTS_S:-150} python3 -m pytest tests/test_gemm_sm90.py tests/test_fingerprint_sm90.py tests/test_moe_sm90.py -q -p no:cacheprovider -rs > $W/tests.log 2>&1; t "tests rc=$?"; tail -12 $W/tests.log
 cp tests/fingerprints/sm90.json $W/ 2>/dev/null
+for tool in memcheck racecheck; do  # the changed kernels on small shapes: the grouped GEMM and the fused quantizer
+  timeout ${SANITIZE_S:-60} compute-sanitizer --tool $tool python3 -m pytest tests/test_moe_sm90.py -q -p no:cacheprovider \
+    -k "offsets_out_of_range or both_quantizer" > $W/$tool.log 2>&1; t "$tool rc=$?"; tail -2 $W/$tool.log
+done
 if [ -n "${PROFILE:-}" ]; then  # PROFILE="N K M" : ncu stall reasons and memory throughput of that layer call
   timeout 90 ncu --clock-control none -k regex:nvfp4_sm90_kernel --launch-skip 2 --launch-count 1 \
     --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
