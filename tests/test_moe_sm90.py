@@ -16,6 +16,7 @@ from nvfp4.moe_linear import NvFp4GroupedLinear
 from nvfp4.backends import sm90
 from nvfp4.backends.base import Backend
 from conftest import requires_cuda
+from gpu_data import random_rows
 
 pytestmark = [requires_cuda, pytest.mark.gpu]
 
@@ -46,14 +47,6 @@ def random_grouped(e: int, n: int, k: int, *, seed: int, activation: str = "per-
         sd["input_scale"] = torch.exp2(torch.randint(-9, -4, (e,), generator=g, device="cuda").float())
     layer.load_state_dict(sd, strict=False)
     return layer
-
-
-def random_x(s: int, k: int, *, seed: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    x = torch.randn(s, k // 16, 16, generator=g, device="cuda")
-    x *= torch.exp2(torch.randint(-10, 10, (s, k // 16, 1), generator=g, device="cuda").float())
-    x *= torch.exp2(torch.randint(-12, 12, (s, 1, 1), generator=g, device="cuda").float())
-    return x.reshape(s, k).to(dtype)
 
 
 def offsets_of(counts: list[int]) -> torch.Tensor:
@@ -97,7 +90,7 @@ def test_grouped_equals_per_expert_calls(n, k, activation, dtype):
     layer = random_grouped(e, n, k, seed=n + k, activation=activation, dtype=dtype)
     for i, s in enumerate(ROWS):
         for kind in ("random", "one", "spread", "skewed"):
-            x = random_x(s, k, seed=100 * s + i, dtype=dtype)
+            x = random_rows(s, k, seed=100 * s + i, dtype=dtype)
             offsets = offsets_of(routing(kind, s, e, seed=s + 7 * i))
             assert_rows_equal(layer(x, offsets), per_expert(layer, x, offsets), f"S={s} {kind}")
 
@@ -108,7 +101,7 @@ def test_both_quantizer_paths_give_the_same_bits(fused):
     for activation in ("per-token", "static"):
         layer = random_grouped(e, n, k, seed=3, activation=activation)
         for s in (1, 5, 16, 33, 64, 100):
-            x = random_x(s, k, seed=s)
+            x = random_rows(s, k, seed=s)
             offsets = offsets_of(routing("random", s, e, seed=s))
             want = per_expert(layer, x, offsets)
             with sm90.planning(fused=fused):
@@ -130,12 +123,12 @@ def test_plan_follows_rows_per_expert():
 def test_a_rows_bits_do_not_depend_on_the_other_rows():
     e, n, k = 32, 768, 2048
     layer = random_grouped(e, n, k, seed=11)
-    needle = random_x(1, k, seed=5)
+    needle = random_rows(1, k, seed=5)
     alone = layer(needle, offsets_of([0] * 3 + [1] + [0] * (e - 4)))
     for s in (2, 9, 31, 64, 257, 1500):
         counts = routing("random", s - 1, e, seed=s)
         pos = sum(counts[:3]) + (counts[3] // 2)  # inside expert 3's rows, among other tokens of the same expert
-        x = random_x(s - 1, k, seed=s)
+        x = random_rows(s - 1, k, seed=s)
         x = torch.cat([x[:pos], needle, x[pos:]])
         counts[3] += 1
         out = layer(x, offsets_of(counts))
@@ -146,7 +139,7 @@ def test_fast_mode_gives_the_invariant_bits():
     e, n, k = 8, 768, 2048
     invariant = random_grouped(e, n, k, seed=2)
     fast = random_grouped(e, n, k, seed=2, batch_invariant=False)
-    x = random_x(700, k, seed=1)
+    x = random_rows(700, k, seed=1)
     offsets = offsets_of(routing("random", 700, e, seed=1))
     assert torch.equal(fast(x, offsets), invariant(x, offsets))
 
@@ -154,14 +147,14 @@ def test_fast_mode_gives_the_invariant_bits():
 def test_cuda_graph_replays_new_routings():
     e, n, k, s = 16, 768, 2048, 96
     layer = random_grouped(e, n, k, seed=4)
-    x = random_x(s, k, seed=0)
+    x = random_rows(s, k, seed=0)
     offsets = offsets_of(routing("random", s, e, seed=0))
     layer(x, offsets)  # warm up (workspace sizes, tensor map encoder)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = layer(x, offsets)
     for seed in range(1, 6):
-        x.copy_(random_x(s, k, seed=seed))
+        x.copy_(random_rows(s, k, seed=seed))
         offsets.copy_(offsets_of(routing(("random", "one", "skewed")[seed % 3], s, e, seed=seed)))
         graph.replay()
         torch.cuda.synchronize()
@@ -171,7 +164,7 @@ def test_cuda_graph_replays_new_routings():
 def test_torch_compile():
     e, n, k, s = 8, 768, 2048, 40
     layer = random_grouped(e, n, k, seed=6)
-    x = random_x(s, k, seed=6)
+    x = random_rows(s, k, seed=6)
     offsets = offsets_of(routing("random", s, e, seed=6))
     compiled = torch.compile(lambda a, b: layer(a, b), fullgraph=True)
     assert_rows_equal(compiled(x, offsets), per_expert(layer, x, offsets), "torch.compile")
@@ -180,7 +173,7 @@ def test_torch_compile():
 def test_offsets_out_of_range_stay_in_bounds():
     e, n, k, s = 4, 256, 256, 20
     layer = random_grouped(e, n, k, seed=8)
-    x = random_x(s, k, seed=8)
+    x = random_rows(s, k, seed=8)
     for bad in ([0, 5, 3, 10, 20], [-7, 5, 10, 15, 1 << 40], [0, 0, 0, 0, 0], [20, 20, 20, 20, 20]):
         layer(x, torch.tensor(bad, dtype=torch.int64, device="cuda"))
         torch.cuda.synchronize()  # no fault; the values of such rows are unspecified
@@ -193,7 +186,7 @@ def test_offsets_out_of_range_stay_in_bounds():
 
 def test_bad_input_names_the_argument():
     layer = random_grouped(4, 256, 256, seed=9)
-    x = random_x(8, 256, seed=9)
+    x = random_rows(8, 256, seed=9)
     with pytest.raises(ValueError, match="offsets"):
         layer(x, torch.zeros(4, dtype=torch.int64, device="cuda"))
     with pytest.raises(ValueError, match="offsets"):
@@ -228,7 +221,7 @@ def _route(tokens: int, e: int, top_k: int, seed: int) -> tuple[torch.Tensor, to
 def test_a_whole_moe_layer_runs_in_a_cuda_graph_and_under_compile():
     e, hidden, inter, top_k, tokens = 32, 1024, 512, 4, 48
     experts = _random_experts(e, hidden, inter, seed=20)
-    x = random_x(tokens, hidden, seed=20)
+    x = random_rows(tokens, hidden, seed=20)
     index, weights = _route(tokens, e, top_k, seed=20)
     eager = experts(x, index, weights)
     assert torch.isfinite(eager).all()
@@ -237,7 +230,7 @@ def test_a_whole_moe_layer_runs_in_a_cuda_graph_and_under_compile():
     with torch.cuda.graph(graph):
         captured = experts(x, index, weights)
     for seed in (21, 22, 23):
-        x.copy_(random_x(tokens, hidden, seed=seed))
+        x.copy_(random_rows(tokens, hidden, seed=seed))
         new_index, new_weights = _route(tokens, e, top_k, seed=seed)
         index.copy_(new_index)
         weights.copy_(new_weights)
@@ -259,7 +252,7 @@ def test_every_token_count_gives_the_per_expert_bits():
     the grouped GEMM equals the per-expert calls row for row at every count."""
     e, top_k, n, k = 128, 8, 768, 2048
     layer = random_grouped(e, n, k, seed=31)
-    pool = random_x(TOKENS[-1] * top_k, k, seed=31)
+    pool = random_rows(TOKENS[-1] * top_k, k, seed=31)
     for t in TOKENS:
         g = torch.Generator().manual_seed(t)
         experts = torch.rand(t, e, generator=g).topk(top_k, dim=1).indices.flatten()

@@ -130,19 +130,25 @@ def unprepack(buf: torch.Tensor, n: int, k: int) -> tuple[torch.Tensor, torch.Te
 
 # --- the op ----------------------------------------------------------------------------------------------------------
 
+def _check_x(fn: str, x: torch.Tensor, act: int) -> tuple[int, int]:
+    """(rows, K) of the activations of an sm90 call, after the checks every such call makes."""
+    require_tensor(fn, "x", x)
+    require_dim(fn, "x", x, 2)
+    require_dtype(fn, "x", x, (torch.bfloat16,) if act == ACT_BF16 else ACTIVATION_DTYPES)
+    rows, k = x.shape
+    if k % 16 or k < 16:
+        raise ValueError(f"{fn}: x.shape[1] (K) must be a positive multiple of 16, got {k}")
+    if x.stride(1) != 1:
+        raise ValueError(f"{fn}: x must have unit stride along K (rows may be strided), got strides {x.stride()}")
+    return rows, k
+
+
 def linear_sm90_impl(x: torch.Tensor, w_prepacked: torch.Tensor, alpha: torch.Tensor, static_scale: torch.Tensor | None,
                      bias: torch.Tensor | None, act: int, invariant: bool, n: int, chunk_k: int = 0) -> torch.Tensor:
     """out [M, n] (x's dtype) = nvfp4_sm90_linear; act ACT_BF16: x is the bf16 operand and alpha 1 or M values;
     ACT_QUANT_*: x is quantized per row inside the call and alpha is the weight's global scale."""
     fn = "nvfp4.ops.linear_sm90"
-    require_tensor(fn, "x", x)
-    require_dim(fn, "x", x, 2)
-    require_dtype(fn, "x", x, (torch.bfloat16,) if act == ACT_BF16 else ACTIVATION_DTYPES)
-    m, k = x.shape
-    if k % 16 or k < 16:
-        raise ValueError(f"{fn}: x.shape[1] (K) must be a positive multiple of 16, got {k}")
-    if x.stride(1) != 1:
-        raise ValueError(f"{fn}: x must have unit stride along K (rows may be strided), got strides {x.stride()}")
+    m, k = _check_x(fn, x, act)
     require_dtype(fn, "w_prepacked", w_prepacked, (torch.uint8,))
     require_shape(fn, "w_prepacked", w_prepacked, prepacked_shape(n, k))
     if not w_prepacked.is_contiguous():
@@ -191,14 +197,7 @@ def grouped_linear_sm90_impl(x: torch.Tensor, w_prepacked: torch.Tensor, alphas:
     bits of an invariant linear_sm90 call of its expert. offsets must be non-decreasing from 0 to S (on the GPU they
     are not read here: the kernel clamps them, so a bad value gives wrong rows, never an access out of bounds)."""
     fn = "nvfp4.ops.grouped_linear_sm90"
-    require_tensor(fn, "x", x)
-    require_dim(fn, "x", x, 2)
-    require_dtype(fn, "x", x, (torch.bfloat16,) if act == ACT_BF16 else ACTIVATION_DTYPES)
-    s, k = x.shape
-    if k % 16 or k < 16:
-        raise ValueError(f"{fn}: x.shape[1] (K) must be a positive multiple of 16, got {k}")
-    if x.stride(1) != 1:
-        raise ValueError(f"{fn}: x must have unit stride along K (rows may be strided), got strides {x.stride()}")
+    s, k = _check_x(fn, x, act)
     require_dtype(fn, "w_prepacked", w_prepacked, (torch.uint8,))
     require_dim(fn, "w_prepacked", w_prepacked, 4)
     e = w_prepacked.shape[0]
