@@ -221,6 +221,10 @@ def measure(args) -> dict:
         from nvfp4.backends.sm90 import set_split_reduce
 
         set_split_reduce(args.sm90_split_reduce)
+    if fam == "sm90" and args.sm90_pdl:
+        from nvfp4.backends.sm90 import set_pdl
+
+        set_pdl(True)
     shapes = select_shapes(args)
     ms = [int(v) for v in args.m.split(",")] if args.m else (QUICK_M if args.quick else M_VALUES)
     calls_arg = args.calls if args.calls else (10 if args.quick else 20)
@@ -604,6 +608,8 @@ def main() -> None:
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--sm90-split-reduce", choices=("auto", "cluster", "kernel"), default="auto",
                         help="how Hopper split-K calls add their chunk sums (same bits; as nvfp4_bench's flag)")
+    parser.add_argument("--sm90-pdl", action="store_true",
+                        help="launch the Hopper GEMM as a programmatic dependent of the activation quantizer (same bits)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--plot-only", metavar="JSON", help="make the PNGs from an existing JSON and exit")

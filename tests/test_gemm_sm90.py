@@ -88,7 +88,8 @@ PLAN_SHAPES = [(6144, 4096), (4096, 4096), (10240, 8192), (8192, 8192), (4096, 1
                (1000, 8192), (1000, 4000), (3000, 2048), (24, 80)]
 PLAN_M_VALUES = [1, 2, 5, 8, 9, 16, 17, 31, 32, 33, 63, 64, 65]
 PLANS = [dict(), dict(split_reduce="kernel"), dict(split_reduce="cluster"), dict(fused="never"), dict(fused="always"),
-         dict(sm_count=132), dict(sm_count=114), dict(sm_count=78), dict(sm_count=16), dict(sm_count=264)]
+         dict(sm_count=132), dict(sm_count=114), dict(sm_count=78), dict(sm_count=16), dict(sm_count=264),
+         dict(pdl=True), dict(pdl=True, split_reduce="kernel")]
 
 
 @pytest.mark.parametrize("n,k", PLAN_SHAPES)

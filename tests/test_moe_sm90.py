@@ -95,8 +95,8 @@ def test_grouped_equals_per_expert_calls(n, k, activation, dtype):
             assert_rows_equal(layer(x, offsets), per_expert(layer, x, offsets), f"S={s} {kind}")
 
 
-@pytest.mark.parametrize("fused", ["always", "never"])
-def test_both_quantizer_paths_give_the_same_bits(fused):
+@pytest.mark.parametrize("fused,pdl", [("always", False), ("never", False), ("never", True)])
+def test_both_quantizer_paths_give_the_same_bits(fused, pdl):
     e, n, k = 8, 768, 2048
     for activation in ("per-token", "static"):
         layer = random_grouped(e, n, k, seed=3, activation=activation)
@@ -104,7 +104,7 @@ def test_both_quantizer_paths_give_the_same_bits(fused):
             x = random_rows(s, k, seed=s)
             offsets = offsets_of(routing("random", s, e, seed=s))
             want = per_expert(layer, x, offsets)
-            with sm90.planning(fused=fused):
+            with sm90.planning(fused=fused, pdl=pdl):
                 plan = sm90.grouped_plan(s, e, n, k, activation)
                 got = layer(x, offsets)
             assert_rows_equal(got, want, f"{activation} S={s} plan {plan}")

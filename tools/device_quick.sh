@@ -46,6 +46,10 @@ if [ -n "$OLD" ]; then
   wait; tail -1 $W/old/build.log
   (cd "$OLD" && NVFP4_COMMIT=${NVFP4_OLD_COMMIT:-baseline} PYTHONPATH=/tmp/oldsite timeout ${BENCH_S:-170} python3 bench/compare.py $ARGS --out $W/old > $W/old/compare.log 2>&1); t "compare old rc=$?"
 fi
+if [ -n "${PDL:-}" ]; then  # PDL=1: the decode grid again with the GEMM launched as the quantizer's dependent
+  timeout ${PDL_S:-60} python3 bench/compare.py --preset llama-3.1-8b,llama-3.1-70b --m 1,2,4,8,16,32,64 --no-emulation \
+    --no-triton --no-plots --sm90-pdl --tag pdl --out $W/pdl > $W/pdl.log 2>&1; t "compare pdl rc=$?"
+fi
 timeout ${MOE_S:-90} python3 bench/bench_moe.py --out $W/new > $W/new/moe.log 2>&1; t "moe bench rc=$?"
 for j in $W/new/compare-*.json; do [ -f "$j" ] && python3 bench/acceptance.py "$j" $(ls $W/old/compare-*.json 2>/dev/null | sed 's/^/--baseline /'); done
 tar -czf $OUT/run.tar.gz -C $W .

@@ -44,6 +44,11 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(
     const float* __restrict__ row_scale_multiplier, const int64_t* __restrict__ group_offsets, int num_groups,
     uint8_t* __restrict__ packed_out, uint8_t* __restrict__ scales_out, __nv_bfloat16* __restrict__ dequant_out,
     int64_t groups_per_cta) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // A GEMM launched as this kernel's programmatic dependent may start copying its weights now; it waits for this
+  // whole grid to complete before it reads what the grid writes.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
   const int64_t row = blockIdx.x;
   const int64_t groups = cols / kBlock;
   const int64_t groups4 = (groups + 3) / 4;

@@ -133,9 +133,12 @@ NVFP4_API int nvfp4_sm90_occupancy(int token_tile, int cluster_size, int* ctas_p
 //                     (forcing CLUSTER fails where the device cannot schedule it).
 //   set_fused:        0 = automatic, 1 = quantize inside the GEMM wherever that kernel serves, 2 = never.
 //   set_sm_count:     0 = the device's, else plan as if the GPU had this many SMs.
+//   set_pdl:          1 = a GEMM that follows the standalone activation quantizer in one call is launched as its
+//                     programmatic dependent (PDL): it copies its first weights while the quantizer runs. 0 (default).
 NVFP4_API int nvfp4_sm90_set_split_reduce(int mode);
 NVFP4_API int nvfp4_sm90_set_fused(int mode);
 NVFP4_API int nvfp4_sm90_set_sm_count(int sms);
+NVFP4_API int nvfp4_sm90_set_pdl(int on);
 
 // The grouped layer (mixture-of-experts): num_experts (1..4096) experts of one N x K projection in one launch.
 //   x:              [rows, K] sorted by expert: rows expert_offsets[e] .. expert_offsets[e+1] - 1 go through expert e.

@@ -119,6 +119,7 @@ using namespace nvfp4::sm90;
 std::atomic<int> g_split_reduce{0};
 std::atomic<int> g_fused{0};
 std::atomic<int> g_sm_count{0};
+std::atomic<int> g_pdl{0};
 
 int check_device() {
   const int sm = current_device_sm();
@@ -299,6 +300,12 @@ int nvfp4_sm90_set_sm_count(int sms) {
   return NVFP4_OK;
 }
 
+int nvfp4_sm90_set_pdl(int on) {
+  NVFP4_REQUIRE(on == 0 || on == 1, "nvfp4_sm90_set_pdl: on must be 0 or 1 (got %d)", on);
+  g_pdl.store(on, std::memory_order_relaxed);
+  return NVFP4_OK;
+}
+
 int nvfp4_sm90_occupancy(int token_tile, int cluster_size, int* ctas_per_sm, int* max_clusters) {
   NVFP4_REQUIRE(ctas_per_sm && max_clusters, "nvfp4_sm90_occupancy: output pointers must not be NULL");
   NVFP4_REQUIRE(token_tile == 8 || token_tile == 16 || token_tile == 32 || token_tile == 64 || token_tile == 128,
@@ -409,6 +416,7 @@ int nvfp4_sm90_linear(const void* x, int x_dtype, int64_t x_row_stride, int act,
     operand_stride = K;
     p.alpha = row_alpha;
     p.alpha_per_row = 1;
+    la.pdl = p.after_prior = g_pdl.load(std::memory_order_relaxed);
   }
   CUtensorMap tm = {};
   rc = encode_activations(&tm, operand, la.act == kActTma ? NVFP4_DTYPE_BF16 : x_dtype, operand_stride, M, K, plan.bt);
@@ -495,7 +503,7 @@ int nvfp4_sm90_grouped_linear(const void* x, int x_dtype, int64_t x_row_stride, 
   p.num_groups = num_experts;
   p.w_group_stride = static_cast<int64_t>(prepacked_bytes(N, K));
 
-  LaunchArgs la;
+  LaunchArgs la = {};
   la.mode = kWholeK;
   la.act = plan.fused ? kActQuant : kActTma;
   la.out_dtype = x_dtype;
@@ -515,6 +523,7 @@ int nvfp4_sm90_grouped_linear(const void* x, int x_dtype, int64_t x_row_stride, 
     operand = dequant;
     operand_stride = K;
     p.row_scale = row_scale;
+    la.pdl = p.after_prior = g_pdl.load(std::memory_order_relaxed);
   }
   CUtensorMap tm = {};
   rc = encode_activations(&tm, operand, la.act == kActTma ? NVFP4_DTYPE_BF16 : x_dtype, operand_stride, rows, K,

@@ -72,6 +72,9 @@ struct GemmParams {
   int num_groups;
   int64_t w_group_stride;
   const float* row_scale;
+  // 1: launched as a programmatic dependent of the activation quantizer (PDL): the weights of the first ring are
+  // copied before griddepcontrol.wait, the activations and the per-row alphas (the quantizer's outputs) after it.
+  int after_prior;
 };
 constexpr int kMaxGroups = 4096;  // group tile counts live in the stage ring while the CTA finds its tile
 
@@ -221,6 +224,9 @@ __device__ __forceinline__ void st_cluster_f32(uint32_t local, int rank, float v
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
   asm volatile("st.shared::cluster.f32 [%0], %1;\n" ::"r"(remote), "f"(v) : "memory");
 }
+// PDL: waits until the grids this one depends on programmatically have completed and their writes are visible
+// (returns at once in a grid launched without that dependency).
+__device__ __forceinline__ void grid_dependency_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 // Barrier of the producer warpgroup alone (id 1; id 0 is __syncthreads).
 __device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;\n" ::: "memory"); }
 // 128B-swizzle K-major descriptor (SBO = 1024: 8 token rows of 128 bytes; LBO unused).
@@ -355,13 +361,15 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
       // setmaxnreg.inc only draws on registers this CTA's warps released: 4 warps x (168 - 24) = 8 warps x (240 - 168).
       asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
     }
-    auto issue = [&](int kt) {  // thread 0: the stage's weights and scales (and bf16 activations)
+    // thread 0: the stage's weights and scales (and bf16 activations); `weights` also arms the stage's barrier with
+    // every byte of the stage, so the activations may follow in a second call.
+    auto issue = [&](int kt, bool weights = true, bool acts = true) {
       const int s = kt % T::STAGES;
       const int k0 = kbeg + kt * T::BK;
       const int kgc = kgroups_in(kt);
       const uint32_t stage = smem_base + s * T::kStage;
       const uint32_t bytes = slabs * kgc * kGroupBytes + (ACT == kActTma ? kgc * T::kActBox : 0);
-      mbar_expect_tx(full(s), bytes);
+      if (weights) mbar_expect_tx(full(s), bytes);
       if constexpr (ACT == kActQuant) {
         // The raw activations land in the stage's activation boxes (same 128B-swizzled layout), where the producer
         // warpgroup quantizes them in place; they complete on their own barrier.
@@ -370,16 +378,26 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
       }
       const uint8_t* src = p.w + grp * p.w_group_stride +
                            (static_cast<int64_t>(n0 / kSlabRows) * p.kg_total + k0 / kKGroup) * kGroupBytes;
-      for (int j = 0; j < slabs; ++j)
-        bulk_g2s(stage + T::kAct + j * T::kSlabBytes, src + static_cast<int64_t>(j) * p.kg_total * kGroupBytes,
-                 kgc * kGroupBytes, full(s));
+      if (weights)
+        for (int j = 0; j < slabs; ++j)
+          bulk_g2s(stage + T::kAct + j * T::kSlabBytes, src + static_cast<int64_t>(j) * p.kg_total * kGroupBytes,
+                   kgc * kGroupBytes, full(s));
       if constexpr (ACT == kActTma) {
-        for (int kg = 0; kg < kgc; ++kg) tma_2d(stage + kg * T::kActBox, &tm_act, k0 + kg * kKGroup, m0, full(s));
+        if (acts)
+          for (int kg = 0; kg < kgc; ++kg) tma_2d(stage + kg * T::kActBox, &tm_act, k0 + kg * kKGroup, m0, full(s));
       }
     };
     if constexpr (ACT == kActTma) {
       if (tid == 0) {
-        for (int kt = 0; kt < ntiles; ++kt) {
+        int kt = 0;
+        if (p.after_prior) {
+          // The weights of the first ring do not depend on the quantizer: they stream while it finishes.
+          const int first = min(T::STAGES, ntiles);
+          for (; kt < first; ++kt) issue(kt, true, false);
+          grid_dependency_wait();
+          for (int j = 0; j < first; ++j) issue(j, false, true);
+        }
+        for (; kt < ntiles; ++kt) {
           if (kt >= T::STAGES) mbar_wait(empty(kt % T::STAGES), ((kt / T::STAGES) - 1) & 1);
           issue(kt);
         }
@@ -591,6 +609,7 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
     }
   }
   wgmma_wait<0>();
+  if (p.after_prior) grid_dependency_wait();  // the epilogue reads the quantizer's per-row alphas
 
   // acc/sums index i = j*4 + h*2 + e holds token m0 + 8j + 2t + e, row n0 + rA + 8h.
   auto alpha_of = [&](int m) {
@@ -662,6 +681,7 @@ struct LaunchArgs {
   int out_dtype;  // nvfp4_dtype; with kActQuant also the activations' dtype
   int splits;    // CTAs per tile along K (gridDim.z) in the split modes
   int64_t grouped_slots;  // grouped GEMM (GemmParams::group_offsets): token tiles launched per weight tile; else 0
+  int pdl;                // launch as a programmatic dependent of the previous kernel (GemmParams::after_prior)
 };
 struct TileEntry {
   int (*launch)(const GemmParams& p, const LaunchArgs& a, const CUtensorMap* tm_act, cudaStream_t stream);

@@ -32,15 +32,22 @@ int launch_kernel(const GemmParams& p, const LaunchArgs& a, const CUtensorMap* t
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = Tile<BT>::kTotal;
   cfg.stream = stream;
-  cudaLaunchAttribute cluster;
+  cudaLaunchAttribute attrs[2];
+  unsigned nattrs = 0;
   if (MODE == kSplitCluster) {
-    cluster.id = cudaLaunchAttributeClusterDimension;
-    cluster.val.clusterDim.x = 1;
-    cluster.val.clusterDim.y = 1;
-    cluster.val.clusterDim.z = static_cast<unsigned>(splits);
-    cfg.attrs = &cluster;
-    cfg.numAttrs = 1;
+    attrs[nattrs].id = cudaLaunchAttributeClusterDimension;
+    attrs[nattrs].val.clusterDim.x = 1;
+    attrs[nattrs].val.clusterDim.y = 1;
+    attrs[nattrs].val.clusterDim.z = static_cast<unsigned>(splits);
+    ++nattrs;
   }
+  if (a.pdl) {
+    attrs[nattrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[nattrs].val.programmaticStreamSerializationAllowed = 1;
+    ++nattrs;
+  }
+  cfg.attrs = nattrs ? attrs : nullptr;
+  cfg.numAttrs = nattrs;
   return check_cuda(cudaLaunchKernelEx(&cfg, kernel, p, *tm), "nvfp4_sm90_kernel launch");
 }
 

@@ -48,6 +48,7 @@ _lib.declare({
     "nvfp4_sm90_set_split_reduce": (_c_int, [_c_int]),
     "nvfp4_sm90_set_fused": (_c_int, [_c_int]),
     "nvfp4_sm90_set_sm_count": (_c_int, [_c_int]),
+    "nvfp4_sm90_set_pdl": (_c_int, [_c_int]),
     "nvfp4_sm90_grouped_plan": (_c_int, [_c_i64, _c_int, _c_i64, _c_i64, _c_int, _c_int_p, _c_int_p, _c_i64_p, _c_int_p]),
     "nvfp4_sm90_grouped_workspace_size": (_c_int, [_c_i64, _c_int, _c_i64, _c_i64, _c_int, _c_size_p]),
     "nvfp4_sm90_grouped_linear": (
@@ -339,18 +340,29 @@ def set_sm_count(sms: int) -> None:
     _lib.check(_lib.require().nvfp4_sm90_set_sm_count(sms), "nvfp4_sm90_set_sm_count")
 
 
+def set_pdl(on: bool) -> None:
+    """From now on, in this process, launch a GEMM that follows the standalone activation quantizer as its
+    programmatic dependent (it copies its first weights while the quantizer runs), or not (the default)."""
+    if not isinstance(on, bool):
+        raise ValueError(f"on must be a bool (got {on!r})")
+    _lib.check(_lib.require().nvfp4_sm90_set_pdl(int(on)), "nvfp4_sm90_set_pdl")
+
+
 @contextlib.contextmanager
-def planning(*, split_reduce: ForcedReduce = "auto", fused: ForcedFused = "auto", sm_count: int = 0) -> Iterator[None]:
+def planning(*, split_reduce: ForcedReduce = "auto", fused: ForcedFused = "auto", sm_count: int = 0,
+             pdl: bool = False) -> Iterator[None]:
     """The switches within the block, back to automatic after it."""
     set_split_reduce(split_reduce)
     set_fused(fused)
     set_sm_count(sm_count)
+    set_pdl(pdl)
     try:
         yield
     finally:
         set_split_reduce("auto")
         set_fused("auto")
         set_sm_count(0)
+        set_pdl(False)
 
 
 def forced_split_reduce(mode: ForcedReduce):
