@@ -21,9 +21,10 @@ namespace sm90 {
 
 constexpr int64_t kSplitMaxM = 64;  // above: the prefill tile (128 tokens), whole K per CTA
 // At most this many rows can be quantized inside the GEMM (the fused quantizer). It runs only where a test or
-// benchmark forces it (nvfp4_sm90_set_fused(1)): measured on the H100 (bench/results/h100), the fused layer call
-// took 2-3x the standalone quantizer + GEMM at M = 1 on every llama preset shape (the producer warpgroup's per-stage
-// quantization and row amax sit on the critical path), so by default the standalone quantizer runs first.
+// benchmark forces it (nvfp4_sm90_set_fused(1)): measured on the H100 (bench/results/h100) while the quantizing
+// warps also issued each stage's copies and waited for them, the fused layer call took 2-3x the standalone quantizer
+// + GEMM at M = 1 on every llama preset shape. A separate copy-issuing warp now keeps several stages in flight; it
+// has not been measured, so the standalone quantizer runs first by default.
 constexpr int64_t kFusedMaxM = 16;
 
 inline int token_tile(int64_t M) {

@@ -67,7 +67,8 @@ struct GemmParams {
   // static scale are alpha[e] and static_scale[e]; with kActTma, row_scale[m] (or null for W4A16) is row m's decode
   // scale, multiplied by alpha[e] as the quantizer would (row_alpha). blockIdx.x = slot * tiles_n + weight tile: slot
   // s is the s-th token tile in expert order, each expert's rows cut into tiles of BT from its first row. Offsets are
-  // clamped to [0, M] and made non-decreasing, so that no value makes the kernel read or write out of bounds.
+  // clamped to [0, M] (a group whose end lies before its start has no rows), so that no value makes the kernel read
+  // or write out of bounds.
   const int64_t* group_offsets;
   int num_groups;
   int64_t w_group_stride;
