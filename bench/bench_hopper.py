@@ -29,7 +29,8 @@ from nvfp4.reference import dequantize_weight_blocks  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import (  # noqa: E402,F401
-    L2_FLUSH_BYTES, M_VALUES, PRESETS, copies_for, graph_time_us, loop_time_us, on_timing_stream, source_commit,
+    L2_FLUSH_BYTES, M_VALUES, PRESETS, copies_for, graph_time_us, loop_time_us, on_timing_stream,
+    read_bandwidth_bytes_per_us, source_commit,
 )
 
 SHAPES = [(n, k) for preset, _, n, k in PRESETS if preset in ("llama-3.1-8b", "llama-3.1-70b")]
@@ -101,14 +102,6 @@ def bench_shape(n: int, k: int, m_values, calls: int, with_emulation: bool) -> l
     return rows
 
 
-def measure_read_bandwidth() -> float:
-    """Bytes per microsecond for a streaming read (sum over 4 GiB)."""
-    buf = torch.empty(1 << 30, dtype=torch.float32, device="cuda").normal_()
-    t = graph_time_us(lambda i: (lambda: buf.sum()), 1, 5, 3)
-    del buf
-    return (4 << 30) / t
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="two shapes, a few M values")
@@ -122,7 +115,7 @@ def main() -> None:
     m_values = [1, 16, 256, 4096] if args.quick else M_VALUES
     results = []
     with on_timing_stream():  # setup and timing on one stream (bench/timing.py says why)
-        READ_BW_BYTES_PER_US = measure_read_bandwidth()
+        READ_BW_BYTES_PER_US = read_bandwidth_bytes_per_us(4 << 30)
         for n, k in shapes:
             results += bench_shape(n, k, m_values, args.calls, with_emulation=True)
     props = torch.cuda.get_device_properties(0)

@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import graph_time_us, new_shape, nvfp4_weight_bytes, on_timing_stream, source_commit  # noqa: E402
+from timing import (  # noqa: E402
+    graph_time_us, new_shape, nvfp4_weight_bytes, on_timing_stream, read_bandwidth_bytes_per_us, source_commit,
+)
 
 from nvfp4.backends import sm90  # noqa: E402
 from nvfp4.backends.base import Backend  # noqa: E402
@@ -79,9 +81,7 @@ def main() -> None:
     shapes = {"gate_or_up": (args.width, args.hidden), "down": (args.hidden, args.width)}
     results = []
     with on_timing_stream():
-        buf = torch.empty(1 << 29, dtype=torch.float32, device="cuda").normal_()
-        read_bytes_per_us = (2 << 30) / graph_time_us(lambda i: (lambda: buf.sum()), 1, 5, 3)
-        del buf
+        read_bytes_per_us = read_bandwidth_bytes_per_us()
         print(f"{torch.cuda.get_device_name()}: read bandwidth {read_bytes_per_us / 1e6:.2f} TB/s", flush=True)
         for proj, (n, k) in shapes.items():
             layers = [random_layer(e, n, k, seed=c) for c in range(COPIES)]

@@ -36,7 +36,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from timing import (  # noqa: E402
     L2_FLUSH_BYTES, M_VALUES, PRESET_NAMES, PRESETS, QUICK_M, QUICK_SHAPES, SPIN_US, WARM_FIRST_MS, WARM_MS, copies_for,
-    graph_time_us, loop_time_us, new_shape, nvfp4_weight_bytes, on_timing_stream, source_commit,
+    graph_time_us, loop_time_us, new_shape, nvfp4_weight_bytes, on_timing_stream, read_bandwidth_bytes_per_us,
+    source_commit,
 )
 
 COPY_CAP = 64  # as nvfp4_bench: enough copies that >= flush bytes stream between two uses of one copy
@@ -231,10 +232,7 @@ def measure(args) -> dict:
     flush = args.flush_mb << 20
     triton_mm, triton_why = (None, "disabled (--no-triton)") if args.no_triton else make_triton_matmul()
 
-    # read bandwidth, for the weight-read floor
-    buf = torch.empty(1 << 29, dtype=torch.float32, device="cuda").normal_()
-    read_bytes_per_us = (2 << 30) / graph_time_us(lambda i: (lambda: buf.sum()), 1, 5, 3)
-    del buf
+    read_bytes_per_us = read_bandwidth_bytes_per_us()  # for the weight-read floor
 
     results: list[dict] = []
     failures = 0

@@ -201,6 +201,17 @@ def graph_time_us(make_call, copies: int, calls: int, replays: int = 5) -> float
     return best
 
 
+def read_bandwidth_bytes_per_us(nbytes: int = 2 << 30) -> float:
+    """Streaming read bandwidth of the GPU: a sum over an fp32 buffer of `nbytes`, timed as above (the weight-read
+    floors of the harnesses divide by it)."""
+    import torch
+
+    buf = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").normal_()
+    t = graph_time_us(lambda i: (lambda: buf.sum()), 1, 5, 3)
+    del buf
+    return nbytes / t
+
+
 def loop_time_us(fn, iters: int = 5) -> float:
     """Per-call time of back-to-back eager calls (for paths whose torch ops cannot be captured; the ~30 us launch
     overhead is negligible against their milliseconds)."""
