@@ -226,6 +226,10 @@ def measure(args) -> dict:
         from nvfp4.backends.sm90 import set_pdl
 
         set_pdl(True)
+    if fam == "sm90" and args.sm90_fused != "auto":
+        from nvfp4.backends.sm90 import set_fused
+
+        set_fused(args.sm90_fused)
     shapes = select_shapes(args)
     ms = [int(v) for v in args.m.split(",")] if args.m else (QUICK_M if args.quick else M_VALUES)
     calls_arg = args.calls if args.calls else (10 if args.quick else 20)
@@ -608,6 +612,8 @@ def main() -> None:
                         help="how Hopper split-K calls add their chunk sums (same bits; as nvfp4_bench's flag)")
     parser.add_argument("--sm90-pdl", action="store_true",
                         help="launch the Hopper GEMM as a programmatic dependent of the activation quantizer (same bits)")
+    parser.add_argument("--sm90-fused", choices=("auto", "always", "never"), default="auto",
+                        help="quantize the activations inside the Hopper GEMM wherever it serves, or never (same bits)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--plot-only", metavar="JSON", help="make the PNGs from an existing JSON and exit")

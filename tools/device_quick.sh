@@ -50,6 +50,10 @@ if [ -n "${PDL:-}" ]; then  # PDL=1: the decode grid again with the GEMM launche
   timeout ${PDL_S:-60} python3 bench/compare.py --preset llama-3.1-8b,llama-3.1-70b --m 1,2,4,8,16,32,64 --no-emulation \
     --no-triton --no-plots --sm90-pdl --tag pdl --out $W/pdl > $W/pdl.log 2>&1; t "compare pdl rc=$?"
 fi
+if [ -n "${FUSED:-}" ]; then  # FUSED=1: the decode grid again with the activations quantized inside the GEMM
+  timeout ${FUSED_S:-60} python3 bench/compare.py --preset llama-3.1-8b,llama-3.1-70b --m 1,2,4,8,16,32,64 --no-emulation \
+    --no-triton --no-plots --sm90-fused always --tag fused --out $W/fused > $W/fused.log 2>&1; t "compare fused rc=$?"
+fi
 timeout ${MOE_S:-90} python3 bench/bench_moe.py --out $W/new > $W/new/moe.log 2>&1; t "moe bench rc=$?"
 for j in $W/new/compare-*.json; do [ -f "$j" ] && python3 bench/acceptance.py "$j" $(ls $W/old/compare-*.json 2>/dev/null | sed 's/^/--baseline /'); done
 tar -czf $OUT/run.tar.gz -C $W .
