@@ -46,13 +46,15 @@ def _assert_same(cuda_out, ref_out, what):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("static", [False, True])
-# K = 12304 (769 groups: 4 column chunks, the last one mostly padding) and 28672 (7 chunks) take the chunked launch
-# for M <= 64 (the launcher chunks only decode-sized calls); M_VALUES straddles that threshold.
-@pytest.mark.parametrize("k", [16, 48, 1008, 4096, 12304, 28672])
+# Launch thresholds (quantize_activations.cu): rows of at most 2048 blocks (K <= 32768) take the resident kernel,
+# with 1, 2, 4 or 8 blocks per thread (more threads per row at M <= 64); longer rows (K = 32784, 40960) the streaming
+# kernel, chunked at M <= 64. K = 16 and 48 leave padding blocks in the swizzled scales; M_VALUES straddles 64 and
+# the 128-row scale tiles.
+@pytest.mark.parametrize("k", [16, 48, 1008, 4096, 12304, 16400, 28672, 32768, 32784, 40960])
 def test_bit_identical_to_reference(dtype, static, k):
     for m in M_VALUES:
-        if m * k > 4096 * 1008 and m > 1000:
-            continue  # the reference on CPU is slow; M=4096 is covered at K=1008
+        if (m * k > 4096 * 1008 and m > 1000) or (k > 16384 and m > 300):
+            continue  # the reference on CPU is slow; M=4096 is covered at K=1008, M=1000 up to K=12304
         x = _hard_rows(m, k, seed=m * 31 + k, dtype=dtype)
         scale = torch.tensor([0.0173 if dtype == torch.float16 else 3.7]) if static else None
         ref = quantize_activations_reference(x, scale)
