@@ -25,7 +25,7 @@ fi
 CMAKE_BUILD_PARALLEL_LEVEL=10 timeout 200 python3 -m pip install --no-build-isolation --no-deps -q . > $W/new/build.log 2>&1 || { tail -30 $W/new/build.log; }
 t "built"
 timeout ${SMOKE_S:-60} python3 tools/sm90_smoke.py > $W/smoke.log 2>&1; t "smoke rc=$?"; grep -E "FAIL|DIFFERS|smoke:" $W/smoke.log | head -20
-NVFP4_WRITE_FINGERPRINT=1 timeout ${TESTS_S:-150} python3 -m pytest tests/test_quantizer_cuda.py tests/test_gemm_sm90.py tests/test_fingerprint_sm90.py tests/test_moe_sm90.py -q -p no:cacheprovider -rs > $W/tests.log 2>&1; t "tests rc=$?"; tail -12 $W/tests.log
+NVFP4_WRITE_FINGERPRINT=1 timeout ${TESTS_S:-150} python3 -m pytest ${TESTS:-tests/test_quantizer_cuda.py tests/test_gemm_sm90.py tests/test_fingerprint_sm90.py tests/test_moe_sm90.py} -q -p no:cacheprovider -rs > $W/tests.log 2>&1; t "tests rc=$?"; tail -12 $W/tests.log
 if [ -n "${FULL:-}" ]; then  # FULL=1: the whole suite and `nvfp4 check` too (about 4 more minutes: drop OLD_DIR or shrink NVFP4_BENCH_M)
   timeout ${FULL_S:-240} python3 -m pytest tests -q -p no:cacheprovider -rs -x > $W/pytest-full.log 2>&1; t "full suite rc=$?"; tail -4 $W/pytest-full.log
   timeout 60 python3 -m nvfp4 check --device cuda > $W/nvfp4-check.log 2>&1; t "nvfp4 check rc=$?"; tail -3 $W/nvfp4-check.log
@@ -35,11 +35,16 @@ for tool in memcheck racecheck; do  # the changed kernels on small shapes: the g
   timeout ${SANITIZE_S:-60} compute-sanitizer --tool $tool python3 -m pytest tests/test_moe_sm90.py -q -p no:cacheprovider \
     -k "offsets_out_of_range or both_quantizer" > $W/$tool.log 2>&1; t "$tool rc=$?"; tail -2 $W/$tool.log
 done
-if [ -n "${PROFILE:-}" ]; then  # PROFILE="N K M" : ncu stall reasons and memory throughput of that layer call
-  timeout 90 ncu --clock-control none -k regex:nvfp4_sm90_kernel --launch-skip 2 --launch-count 1 \
-    --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
-    --section LaunchStats --section Occupancy python3 tools/sm90_profile.py $PROFILE > $W/ncu.log 2>&1; t "ncu rc=$?"
-  grep -E "Duration|Throughput|Stall|Warp Cycles|Issued|Eligible|Achieved Occupancy|Registers|Block Limit" $W/ncu.log | head -60
+if [ -n "${PROFILE:-}" ]; then  # PROFILE="N K M;N K M..." : ncu stall reasons and memory throughput of the quantizer and GEMM
+  IFS=';' read -ra specs <<< "$PROFILE"
+  for spec in "${specs[@]}"; do
+    tag=$(echo $spec | tr ' ' x)
+    timeout 90 ncu --clock-control none -k regex:"nvfp4_sm90_kernel|quantize_rows" --launch-skip 4 --launch-count 2 \
+      --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+      --section LaunchStats --section Occupancy --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+      python3 tools/sm90_profile.py $spec > $W/ncu-$tag.log 2>&1; t "ncu $spec rc=$?"
+    grep -E "nvfp4_sm90_kernel|quantize_rows|Duration|DRAM Throughput|Memory Throughput|Stall|Warp Cycles Per Issued|Issued Warp|Eligible|Registers Per|Grid Size|Cluster|stalled" $W/ncu-$tag.log | awk '$NF+0 > 0.05 || !/stalled/' | head -90
+  done
 fi
 timeout ${BENCH_S:-170} python3 bench/compare.py $ARGS --out $W/new > $W/new/compare.log 2>&1; t "compare new rc=$?"
 if [ -n "$OLD" ]; then
