@@ -43,7 +43,7 @@ if [ -n "${PROFILE:-}" ]; then  # PROFILE="N K M;N K M..." : ncu stall reasons a
       --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
       --section LaunchStats --section Occupancy --section ComputeWorkloadAnalysis --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
       python3 tools/sm90_profile.py $spec > $W/ncu-$tag.log 2>&1; t "ncu $spec rc=$?"
-    grep -E "nvfp4_sm90_kernel|quantize_rows|Duration|DRAM Throughput|Memory Throughput|Stall|Warp Cycles Per Issued|Issued Warp|Eligible|Registers Per|Grid Size|Cluster|stalled|Pipe|Executed Ipc|Issue Slots" $W/ncu-$tag.log | awk '$NF+0 > 0.05 || !/stalled/' | head -90
+    grep -E "nvfp4_sm90_kernel|quantize_rows|Duration|DRAM Throughput|Memory Throughput|Stall|Warp Cycles Per Issued|Issued Warp|Eligible|Registers Per|Grid Size|Cluster|stalled|pipe_|Executed Ipc|Issue Slots" $W/ncu-$tag.log | awk '$NF+0 > 0.05 || !/stalled/' | head -90
   done
 fi
 timeout ${BENCH_S:-170} python3 bench/compare.py $ARGS --out $W/new > $W/new/compare.log 2>&1; t "compare new rc=$?"
