@@ -41,7 +41,7 @@ if [ -n "${PROFILE:-}" ]; then  # PROFILE="N K M;N K M..." : ncu stall reasons a
     tag=$(echo $spec | tr ' ' x)
     timeout 90 ncu --clock-control none -k regex:"nvfp4_sm90_kernel|quantize_rows" --launch-skip 4 --launch-count 2 \
       --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
-      --section LaunchStats --section Occupancy --section ComputeWorkloadAnalysis --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+      --section LaunchStats --section Occupancy --section ComputeWorkloadAnalysis --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active" \
       python3 tools/sm90_profile.py $spec > $W/ncu-$tag.log 2>&1; t "ncu $spec rc=$?"
     grep -E "nvfp4_sm90_kernel|quantize_rows|Duration|DRAM Throughput|Memory Throughput|Stall|Warp Cycles Per Issued|Issued Warp|Eligible|Registers Per|Grid Size|Cluster|stalled|pipe_|Executed Ipc|Issue Slots" $W/ncu-$tag.log | awk '$NF+0 > 0.05 || !/stalled/' | head -90
   done
