@@ -608,7 +608,7 @@ def main() -> None:
     parser.add_argument("--no-triton", action="store_true")
     parser.add_argument("--no-emulation", action="store_true")
     parser.add_argument("--no-plots", action="store_true")
-    parser.add_argument("--sm90-split-reduce", choices=("auto", "cluster", "kernel", "stream"), default="auto",
+    parser.add_argument("--sm90-split-reduce", choices=("auto", "cluster", "kernel"), default="auto",
                         help="how Hopper split-K calls add their chunk sums (same bits; as nvfp4_bench's flag)")
     parser.add_argument("--sm90-pdl", action="store_true",
                         help="launch the Hopper GEMM as a programmatic dependent of the activation quantizer (same bits)")

@@ -87,20 +87,17 @@ def test_negative_control_fast_mode_differs():
 PLAN_SHAPES = [(6144, 4096), (4096, 4096), (10240, 8192), (8192, 8192), (4096, 14336), (2112, 7168),
                (1000, 8192), (1000, 4000), (3000, 2048), (24, 80)]
 PLAN_M_VALUES = [1, 2, 5, 8, 9, 16, 17, 31, 32, 33, 63, 64, 65]
-PLANS = [dict(), dict(split_reduce="kernel"), dict(split_reduce="cluster"), dict(split_reduce="stream"),
-         dict(split_reduce="stream", sm_count=16), dict(split_reduce="stream", sm_count=264), dict(fused="never"),
-         dict(fused="always"), dict(sm_count=132), dict(sm_count=114), dict(sm_count=78), dict(sm_count=16),
-         dict(sm_count=264), dict(pdl=True), dict(pdl=True, split_reduce="kernel"),
-         dict(pdl=True, split_reduce="stream")]
+PLANS = [dict(), dict(split_reduce="kernel"), dict(split_reduce="cluster"), dict(fused="never"), dict(fused="always"),
+         dict(sm_count=132), dict(sm_count=114), dict(sm_count=78), dict(sm_count=16), dict(sm_count=264),
+         dict(pdl=True), dict(pdl=True, split_reduce="kernel")]
 
 
 @pytest.mark.parametrize("n,k", PLAN_SHAPES)
 @pytest.mark.parametrize("activation", ["per-token", "static"])
 def test_every_plan_gives_the_same_bits(n, k, activation):
-    """However the calls are planned (chunks split over a cluster, over partials and a second kernel, or dealt out as
-    (tile, chunk) units to every SM slot and added by each split tile's last CTA; activations quantized inside the
-    GEMM or apart; as if the GPU had 132, 114, 78, 16 or 264 SMs), every output element is the same and written. The
-    chunk rule does not depend on the SM count, so another Hopper GPU computes these bits."""
+    """However the calls are planned (chunks split over a cluster or over partials and a second kernel, activations
+    quantized inside the GEMM or apart, as if the GPU had 132, 114, 78, 16 or 264 SMs), every output element is the
+    same and written. The chunk rule does not depend on the SM count, so another Hopper GPU computes these bits."""
     layer = random_layer(n, k, seed=n + 3 * k, activation=activation)
     plans_seen = set()
     for m in PLAN_M_VALUES:
@@ -120,28 +117,7 @@ def test_every_plan_gives_the_same_bits(n, k, activation):
             assert not torch.isnan(got).any(), f"M={m} {options} ({plan}): output elements left unwritten"
             assert torch.equal(got, want), f"M={m} {options} ({plan}): the bits changed with the plan"
     assert any(r == "cluster" for _, r, _ in plans_seen) or n * k < 2 ** 20, plans_seen
-    assert any(r == "stream" for _, r, _ in plans_seen), plans_seen
     assert any(f for _, _, f in plans_seen) and any(not f for _, _, f in plans_seen), plans_seen
-
-
-@pytest.mark.parametrize("activation", ["none", "per-token"])
-def test_streaming_plan_splits_tiles_at_any_unit(activation):
-    """The streaming plan cuts the (tile, chunk) units into as many runs as the GPU has CTA slots, so across these SM
-    counts tiles split at every chunk offset, between two CTAs or more; back-to-back calls get fresh workspaces whose
-    counters are zeroed each call (by the quantizer, or by a memset for bf16 activations). Every call gives the bits
-    of the one-tile-per-CTA plan."""
-    for n, k in [(2112, 7168), (1000, 4000), (4096, 14336)]:
-        layer = random_layer(n, k, seed=n + k, activation=activation)
-        for m in (1, 3, 16):
-            x = random_rows(m, k, seed=m + n)
-            with planning(split_reduce="kernel"):
-                want = layer(x)
-            for sms in (7, 16, 33, 78, 114, 132, 264):
-                with planning(split_reduce="stream", sm_count=sms):
-                    assert sm90.plan(m, n, k, activation).reduce == "stream"
-                    outs = [layer(x) for _ in range(3)]
-                for got in outs:
-                    assert torch.equal(got, want), f"{n}x{k} M={m} as if {sms} SMs: the streaming plan changed bits"
 
 
 def test_chunk_rule_does_not_depend_on_the_sm_count():

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One device call (about 8 minutes on an H100) that measures what lands: builds this tree for sm_90a (and, given
 # OLD_DIR, a baseline: `git archive <commit> | tar -x -C OLD_DIR --exclude=bench/results --exclude=tests/fixtures`,
-# tests/ included), then smoke -> the Hopper tests (quantizer, GEMM, fingerprint compared (WRITE_FINGERPRINT=1 rewrites it), MoE) -> compare.py on the llama presets
-# at NVFP4_BENCH_M (default M = 1..8192 in powers of two) -> the baseline's compare.py on the same grid ->
-# bench_moe.py -> acceptance.py. Carry .deps (and OLD_DIR, git-ignored). Every step has a time limit so that the call
-# returns inside the device's 10 minutes; logs and JSON land in $OUT/run.tar.gz.
+# tests/ included), then smoke -> the Hopper tests (quantizer, GEMM, fingerprint compared -- WRITE_FINGERPRINT=1
+# rewrites it --, MoE) -> sanitizers -> compare.py on the llama presets at NVFP4_BENCH_M (default M = 1..8192 in
+# powers of two) -> the baseline's compare.py on the same grid -> bench_moe.py -> acceptance.py. FULL=1 runs the
+# whole suite and `nvfp4 check` instead of smoke and the Hopper tests; PDL=1, FUSED=1 and PROFILE add decode grids
+# and ncu reports; a *_S variable bounds each step (1 skips it). Carry .deps (and OLD_DIR, git-ignored). Every step
+# has a time limit so that the call returns inside the device's 10 minutes; logs and JSON land in $OUT/run.tar.gz.
 #   bash tools/device_quick.sh [OLD_DIR]
 # Set NVFP4_COMMIT / NVFP4_OLD_COMMIT: a tree built from an archive inside this checkout would record the
 # checkout's HEAD.
@@ -33,7 +35,7 @@ if [ -n "${FULL:-}" ]; then  # FULL=1: the whole suite and `nvfp4 check` instead
   timeout 60 python3 -m nvfp4 check --device cuda > $W/nvfp4-check.log 2>&1; t "nvfp4 check rc=$?"; tail -3 $W/nvfp4-check.log
 fi
 cp tests/fingerprints/sm90.json $W/ 2>/dev/null
-for tool in memcheck racecheck; do  # the changed kernels on small shapes: grouped GEMM, fused quantizer, streaming GEMM, quantizer
+for tool in memcheck racecheck; do  # small shapes: grouped GEMM, fused quantizer, decode GEMM, quantizer
   timeout ${SANITIZE_S:-60} compute-sanitizer --tool $tool python3 -m pytest tests/test_moe_sm90.py tests/test_gemm_sm90.py \
     tests/test_quantizer_cuda.py -q -p no:cacheprovider -k "offsets_out_of_range or both_quantizer or (accuracy and 160) \
     or padding_is_zeroed or strided_rows" > $W/$tool.log 2>&1; t "$tool rc=$?"; tail -2 $W/$tool.log

@@ -70,15 +70,7 @@ struct QuantArgs {
   uint8_t* scales_out;
   __nv_bfloat16* dequant_out;
   int64_t groups_per_cta;  // streaming kernel: blocks per CTA of a row
-  int* zero_words;         // set to zero by the first CTA (or null)
-  int64_t zero_count;
 };
-
-// The first CTA zeroes the words the caller asked for.
-__device__ __forceinline__ void zero_words(const QuantArgs& a) {
-  if (a.zero_words != nullptr && blockIdx.x == 0 && blockIdx.y == 0)
-    for (int64_t i = threadIdx.x; i < a.zero_count; i += blockDim.x) a.zero_words[i] = 0;
-}
 
 // A GEMM launched as this kernel's programmatic dependent may start copying its weights now; it waits for this
 // whole grid to complete before it reads what the grid writes.
@@ -160,8 +152,6 @@ template <typename T, int G>
 __global__ void __launch_bounds__(resident_max_threads(G)) quantize_rows_resident_kernel(const T* __restrict__ x,
                                                                                           const QuantArgs a) {
   allow_dependents();
-  zero_words(a);
-  zero_words(a);
   const int64_t row = blockIdx.x;
   const int64_t groups = a.cols / kBlock;
   const int64_t groups4 = (groups + 3) / 4;
@@ -226,7 +216,6 @@ template <typename T>
 __global__ void __launch_bounds__(kStreamThreads) quantize_rows_streaming_kernel(const T* __restrict__ x,
                                                                                   const QuantArgs a) {
   allow_dependents();
-  zero_words(a);
   const int64_t row = blockIdx.x;
   const int64_t groups = a.cols / kBlock;
   const int64_t groups4 = (groups + 3) / 4;
@@ -301,9 +290,7 @@ void launch(const void* x, const QuantArgs& a, unsigned grid_rows, cudaStream_t 
 int quantize_rows(const void* x, int x_dtype, int64_t rows, int64_t cols, int64_t x_row_stride,
                   const float* static_global_scale, float* row_global_scale_out, const float* row_scale_multiplier,
                   const int64_t* group_offsets, int num_groups, uint8_t* packed_out, uint8_t* scales_out,
-                  void* dequant_out, int* zero_words, int64_t zero_count, void* stream) {
-  NVFP4_REQUIRE(zero_words != nullptr || zero_count == 0, "zero_count: must be 0 when zero_words is NULL");
-  NVFP4_REQUIRE(zero_count >= 0, "zero_count: must be >= 0, got %lld", (long long)zero_count);
+                  void* dequant_out, void* stream) {
   NVFP4_REQUIRE(group_offsets == nullptr || num_groups >= 1, "num_groups: must be >= 1, got %d", num_groups);
   NVFP4_REQUIRE(x != nullptr, "x: must not be NULL");
   NVFP4_REQUIRE(x_dtype == NVFP4_DTYPE_BF16 || x_dtype == NVFP4_DTYPE_FP16,
@@ -336,8 +323,6 @@ int quantize_rows(const void* x, int x_dtype, int64_t rows, int64_t cols, int64_
   a.packed_out = packed_out;
   a.scales_out = scales_out;
   a.dequant_out = static_cast<__nv_bfloat16*>(dequant_out);
-  a.zero_words = zero_words;
-  a.zero_count = zero_count;
   const int64_t padded_groups = (cols / 16 + 3) / 4 * 4;
   const int64_t max_chunks = (padded_groups + kMinGroupsPerCta - 1) / kMinGroupsPerCta;
   int64_t chunks = rows <= kMaxChunkedRows ? (kTargetCtas + rows - 1) / rows : 1;
@@ -362,6 +347,5 @@ extern "C" int nvfp4_quantize_activations(const void* x, int x_dtype, int64_t ro
                                           uint8_t* packed_out, uint8_t* scales_out, void* dequant_out,
                                           void* stream) {
   return nvfp4::quantize_rows(x, x_dtype, rows, cols, x_row_stride, static_global_scale, row_global_scale_out,
-                              row_scale_multiplier, nullptr, 0, packed_out, scales_out, dequant_out, nullptr, 0,
-                              stream);
+                              row_scale_multiplier, nullptr, 0, packed_out, scales_out, dequant_out, stream);
 }

@@ -114,7 +114,6 @@ NVFP4_API int nvfp4_chunk_k(int64_t N, int64_t K, int64_t* chunk_k);
 #define NVFP4_SM90_REDUCE_NONE 0
 #define NVFP4_SM90_REDUCE_CLUSTER 1
 #define NVFP4_SM90_REDUCE_KERNEL 2
-#define NVFP4_SM90_REDUCE_STREAM 3
 NVFP4_API int nvfp4_sm90_prepacked_bytes(int64_t N, int64_t K, size_t* bytes);
 NVFP4_API int nvfp4_sm90_linear_workspace_size(int64_t M, int64_t N, int64_t K, int act, int invariant,
                                                int64_t chunk_k, int partials_out, size_t* bytes);
@@ -130,11 +129,8 @@ NVFP4_API int nvfp4_sm90_linear(const void* x, int x_dtype, int64_t x_row_stride
 // at once (0: it cannot schedule one).
 NVFP4_API int nvfp4_sm90_occupancy(int token_tile, int cluster_size, int* ctas_per_sm, int* max_clusters);
 // Switches for tests and benchmarks, for later calls in this process; none changes a bit.
-//   set_split_reduce: 0 = automatic, NVFP4_SM90_REDUCE_CLUSTER, _KERNEL or _STREAM for decode calls (M <= 64):
-//                     STREAM deals the (tile, chunk) units out evenly to one CTA per SM slot and adds a split tile's
-//                     chunk sums in its last CTA (the automatic choice); CLUSTER and KERNEL spread one tile's chunks
-//                     over a thread-block cluster or over CTAs and a second kernel (forcing CLUSTER fails where the
-//                     device cannot schedule it).
+//   set_split_reduce: 0 = automatic, NVFP4_SM90_REDUCE_CLUSTER or _KERNEL for calls that split their chunks
+//                     (forcing CLUSTER fails where the device cannot schedule it).
 //   set_fused:        0 = automatic, 1 = quantize inside the GEMM wherever that kernel serves, 2 = never.
 //   set_sm_count:     0 = the device's, else plan as if the GPU had this many SMs.
 //   set_pdl:          1 = a GEMM that follows the standalone activation quantizer in one call is launched as its

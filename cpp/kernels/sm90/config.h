@@ -5,13 +5,11 @@
 // added), the fused or standalone activation quantizer and the number of SMs change no bit, so they are chosen here
 // from M and the device to run fast. Fast mode (invariant = 0) at M > 64 uses one chunk (no chunk adds).
 //
-// Speed. Decode (M <= 64) reads every weight once, and one CTA per SM streams at most about half an SM's share of
-// the memory bandwidth (the dequantizing consumers bound it), so every SM must get the same share of the weights: the
-// (tile, chunk) units are dealt out evenly to one CTA per SM slot (kReduceStream), whatever the number of tiles; a
-// tile split between CTAs is added by its last CTA in the same launch (up to kStreamMaxM rows; above, tiles that
-// cover the SMs walk all of K in one CTA and fewer tiles spread their chunks over a cluster or over CTAs and a second
-// kernel). W4A4 activations are quantized by the standalone quantizer
-// first, in the same C call (kFusedMaxM says why the fused quantizer is not the default).
+// Speed. Decode (M <= 64) reads every weight once: a tile of 128 rows should stream its K range with enough bytes in
+// flight on every SM. Tiles that already cover the SMs walk all of K in one CTA; fewer tiles split their chunks over
+// 2..16 CTAs, added in a thread-block cluster (one kernel) where the clusters fit in one wave, else through fp32
+// partials and a second kernel. W4A4 activations are quantized by the standalone quantizer first, in the same C call
+// (kFusedMaxM says why the fused quantizer is not the default).
 #pragma once
 #include <cstdint>
 
@@ -22,12 +20,9 @@ namespace nvfp4 {
 namespace sm90 {
 
 constexpr int64_t kSplitMaxM = 64;  // above: the prefill tile (128 tokens), whole K per CTA
-// Up to this many rows the streaming reduction is the automatic choice. Its 32- and 64-token kernels need more than
-// the 168 registers a consumer thread is compiled with and spill, so M = 17..64 keeps one tile per CTA or cluster.
-constexpr int64_t kStreamMaxM = 16;
 // At most this many rows can be quantized inside the GEMM (the fused quantizer). It runs only where a test or
 // benchmark forces it (nvfp4_sm90_set_fused(1)): every CTA quantizes its tile's rows over its K range itself, so a
-// call does (weight tiles) x the quantizer's work on three warps per SM. Measured on the H200 (bench/results/h200),
+// call does (weight tiles) x the quantizer's work, on three warps per SM. Measured on the H200 (bench/results/h200),
 // with a fourth warp issuing the copies, the fused layer call took 1.7-2.2x the standalone quantizer + GEMM at M = 1
 // and 3.5-5x at M = 16 on the llama preset shapes.
 constexpr int64_t kFusedMaxM = 16;
@@ -51,14 +46,13 @@ inline int max_chunks_per_cta(int bt) {
   }
 }
 
-// NVFP4_SM90_REDUCE_* of nvfp4.h
-enum Reduce : int { kReduceNone = 0, kReduceCluster = 1, kReduceKernel = 2, kReduceStream = 3 };
+enum Reduce : int { kReduceNone = 0, kReduceCluster = 1, kReduceKernel = 2 };  // NVFP4_SM90_REDUCE_* of nvfp4.h
 
 struct Plan {
   int bt;       // token tile = wgmma N
   int kc;       // chunk length; fixes the reduction order
   int nchunks;  // ceil(K / kc)
-  int splits;   // CTAs per tile along K (1: whole K per CTA); kReduceStream: the CTAs of the grid
+  int splits;   // CTAs per tile along K (1: whole K per CTA)
   int cpc;      // chunks per CTA when split
   int reduce;   // Reduce
   bool fused;   // activations quantized inside the GEMM

@@ -54,17 +54,6 @@ int make_plan(int64_t M, int64_t N, int64_t K, bool quantize, bool invariant, in
   if (partials_out) {  // every chunk's sum to the caller: one CTA per chunk
     p.splits = p.nchunks;
     p.reduce = kReduceKernel;
-  } else if (M <= kSplitMaxM && ((forced_reduce == kReduceNone && M <= kStreamMaxM) || forced_reduce == kReduceStream) &&
-             !(quantize && M <= kFusedMaxM && forced_fused == 1)) {
-    // Decode: the (tile, chunk) units dealt out evenly to one CTA per slot (the fused quantizer, where forced, keeps
-    // one tile per CTA).
-    int ctas_per_sm = 0, unused = 0;
-    int rc = dev.occupancy(p.bt, 1, &ctas_per_sm, &unused);
-    if (rc != NVFP4_OK) return rc;
-    const int64_t slots = static_cast<int64_t>(dev.sms) * (ctas_per_sm > 0 ? ctas_per_sm : 1);
-    const int64_t units = tiles * p.nchunks;
-    p.splits = static_cast<int>(units < slots ? units : slots);
-    p.reduce = kReduceStream;
   } else if (M <= kSplitMaxM && p.nchunks > 1 && tiles < dev.sms) {
     int ctas_per_sm = 0, unused = 0;
     int rc = dev.occupancy(p.bt, 1, &ctas_per_sm, &unused);
@@ -101,8 +90,8 @@ int make_plan(int64_t M, int64_t N, int64_t K, bool quantize, bool invariant, in
       p.reduce = kReduceKernel;
     }
   }
-  p.cpc = p.reduce == kReduceStream ? 0 : (p.nchunks + p.splits - 1) / p.splits;
-  p.fused = quantize && M <= kFusedMaxM && p.reduce != kReduceKernel && p.reduce != kReduceStream && forced_fused == 1;
+  p.cpc = (p.nchunks + p.splits - 1) / p.splits;
+  p.fused = quantize && M <= kFusedMaxM && p.reduce != kReduceKernel && forced_fused == 1;
   *plan = p;
   return NVFP4_OK;
 }
@@ -196,23 +185,19 @@ int resolve(const char* fn, int64_t M, int64_t N, int64_t K, int act, int invari
                    g_split_reduce.load(std::memory_order_relaxed), g_fused.load(std::memory_order_relaxed), plan);
 }
 
-// Workspace: [fp32 chunk partials][bf16 quantized activations][fp32 per-row alpha][int32 stream counters], each
-// 256-byte aligned. kReduceStream keeps the chunk sums of at most one split tile per CTA: [CTA][chunk][M][128].
+// Workspace: [fp32 chunk partials][bf16 quantized activations][fp32 per-row alpha], each 256-byte aligned.
 struct WorkspaceLayout {
-  size_t partials, dequant, alpha, counters, total;
+  size_t partials, dequant, alpha, total;
 };
 size_t align256(size_t v) { return (v + 255) / 256 * 256; }
 WorkspaceLayout workspace_layout(const Plan& plan, int act, bool partials_out, int64_t M, int64_t N, int64_t K) {
-  WorkspaceLayout w{0, 0, 0, 0, 0};
+  WorkspaceLayout w{0, 0, 0, 0};
   const bool quantize_apart = act != NVFP4_SM90_ACT_BF16 && !plan.fused;
-  size_t partials = 0;
-  if (plan.reduce == kReduceKernel && !partials_out) partials = size_t(plan.nchunks) * M * N * 4;
-  if (plan.reduce == kReduceStream) partials = size_t(plan.splits) * plan.nchunks * M * 128 * 4;
+  const size_t partials = plan.reduce == kReduceKernel && !partials_out ? size_t(plan.nchunks) * M * N * 4 : 0;
   w.dequant = align256(partials);
   w.alpha = w.dequant + (quantize_apart ? align256(size_t(M) * K * 2) : 0);
-  w.counters = w.alpha + (quantize_apart ? align256(size_t(M) * 4) : 0);
-  w.total = w.counters + (plan.reduce == kReduceStream ? align256(size_t(plan.splits) * 4) : 0);
-  if (w.total == 0) w.alpha = w.dequant = w.counters = 0;
+  w.total = w.alpha + (quantize_apart ? align256(size_t(M) * 4) : 0);
+  if (w.total == 0) w.alpha = w.dequant = 0;
   return w;
 }
 
@@ -294,11 +279,9 @@ int nvfp4_sm90_prepacked_bytes(int64_t N, int64_t K, size_t* bytes) {
 }
 
 int nvfp4_sm90_set_split_reduce(int mode) {
-  NVFP4_REQUIRE(mode == 0 || mode == NVFP4_SM90_REDUCE_CLUSTER || mode == NVFP4_SM90_REDUCE_KERNEL ||
-                    mode == NVFP4_SM90_REDUCE_STREAM,
-                "nvfp4_sm90_set_split_reduce: mode must be 0 (automatic), %d (cluster), %d (kernel) or %d (stream) "
-                "(got %d)",
-                NVFP4_SM90_REDUCE_CLUSTER, NVFP4_SM90_REDUCE_KERNEL, NVFP4_SM90_REDUCE_STREAM, mode);
+  NVFP4_REQUIRE(mode == 0 || mode == NVFP4_SM90_REDUCE_CLUSTER || mode == NVFP4_SM90_REDUCE_KERNEL,
+                "nvfp4_sm90_set_split_reduce: mode must be 0 (automatic), %d (cluster) or %d (kernel) (got %d)",
+                NVFP4_SM90_REDUCE_CLUSTER, NVFP4_SM90_REDUCE_KERNEL, mode);
   g_split_reduce.store(mode, std::memory_order_relaxed);
   return NVFP4_OK;
 }
@@ -416,12 +399,7 @@ int nvfp4_sm90_linear(const void* x, int x_dtype, int64_t x_row_stride, int act,
   p.static_scale = act == NVFP4_SM90_ACT_QUANT_STATIC ? static_scale : nullptr;
 
   LaunchArgs la = {};
-  la.mode = plan.reduce == kReduceCluster  ? kSplitCluster
-            : plan.reduce == kReduceKernel ? kSplitPartials
-            : plan.reduce == kReduceStream ? kStreamK
-                                           : kWholeK;
-  int* counters = plan.reduce == kReduceStream ? reinterpret_cast<int*>(wsb + ws.counters) : nullptr;
-  p.tile_counters = counters;
+  la.mode = plan.reduce == kReduceCluster ? kSplitCluster : plan.reduce == kReduceKernel ? kSplitPartials : kWholeK;
   la.act = plan.fused ? kActQuant : kActTma;
   la.out_dtype = x_dtype;
   la.splits = plan.splits;
@@ -431,20 +409,14 @@ int nvfp4_sm90_linear(const void* x, int x_dtype, int64_t x_row_stride, int act,
     // The standalone quantizer: exact dequantized bf16 activations and the per-row alpha, then the bf16 GEMM.
     auto* dequant = reinterpret_cast<__nv_bfloat16*>(wsb + ws.dequant);
     auto* row_alpha = reinterpret_cast<float*>(wsb + ws.alpha);
-    // It also zeroes the streaming GEMM's counters.
-    rc = quantize_rows(x, x_dtype, M, K, x_row_stride, p.static_scale, row_alpha, alpha, nullptr, 0, nullptr, nullptr,
-                       dequant, counters, counters ? plan.splits : 0, stream);
+    rc = nvfp4_quantize_activations(x, x_dtype, M, K, x_row_stride, p.static_scale, row_alpha, alpha, nullptr, nullptr,
+                                    dequant, stream);
     if (rc != NVFP4_OK) return rc;
-    counters = nullptr;
     operand = dequant;
     operand_stride = K;
     p.alpha = row_alpha;
     p.alpha_per_row = 1;
     la.pdl = p.after_prior = g_pdl.load(std::memory_order_relaxed);
-  }
-  if (counters != nullptr) {  // bf16 activations: no quantizer ran to zero the counters
-    rc = check_cuda(cudaMemsetAsync(counters, 0, size_t(plan.splits) * 4, s), "cudaMemsetAsync(stream counters)");
-    if (rc != NVFP4_OK) return rc;
   }
   CUtensorMap tm = {};
   rc = encode_activations(&tm, operand, la.act == kActTma ? NVFP4_DTYPE_BF16 : x_dtype, operand_stride, M, K, plan.bt);
@@ -546,8 +518,7 @@ int nvfp4_sm90_grouped_linear(const void* x, int x_dtype, int64_t x_row_stride, 
     auto* dequant = reinterpret_cast<__nv_bfloat16*>(wsb);
     auto* row_scale = reinterpret_cast<float*>(wsb + ws.scale);
     rc = quantize_rows(x, x_dtype, rows, K, x_row_stride, p.static_scale, row_scale, nullptr,
-                       p.static_scale ? expert_offsets : nullptr, num_experts, nullptr, nullptr, dequant, nullptr, 0,
-                       stream);
+                       p.static_scale ? expert_offsets : nullptr, num_experts, nullptr, nullptr, dequant, stream);
     if (rc != NVFP4_OK) return rc;
     operand = dequant;
     operand_stride = K;

@@ -35,11 +35,6 @@ enum KernelMode : int {
   kWholeK = 0,         // the CTA walks every chunk of its tile and stores the output
   kSplitPartials = 1,  // blockIdx.z is the CTA's rank among its tile's CTAs; fp32 chunk sums to global memory
   kSplitCluster = 2,   // blockIdx.z is the rank in the tile's cluster; the cluster adds the chunk sums through DSMEM
-  // The CTA walks its share of the (tile, chunk) units, tile-major (CTA b of G: units [b*U/G, (b+1)*U/G)): tiles it
-  // holds whole are added in registers and stored; a tile split between CTAs goes through fp32 chunk sums in the
-  // workspace, added in chunk order by whichever of its CTAs finishes last. Every SM streams the same share of the
-  // weights whatever the number of tiles.
-  kStreamK = 3,
 };
 enum ActSource : int {
   kActTma = 0,    // bf16 operand in global memory (W4A16 activations, or the standalone quantizer's output)
@@ -81,8 +76,6 @@ struct GemmParams {
   // 1: launched as a programmatic dependent of the activation quantizer (PDL): the weights of the first ring are
   // copied before griddepcontrol.wait, the activations and the per-row alphas (the quantizer's outputs) after it.
   int after_prior;
-  // kStreamK: [gridDim.x] chunk counters of the split tiles, zero at launch (partial holds their chunk sums).
-  int* tile_counters;
 };
 constexpr int kMaxGroups = 4096;  // group tile counts live in the stage ring while the CTA finds its tile
 
@@ -237,8 +230,6 @@ __device__ __forceinline__ void st_cluster_f32(uint32_t local, int rank, float v
 __device__ __forceinline__ void grid_dependency_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 // Barrier of the producer warpgroup alone (id 1; id 0 is __syncthreads).
 __device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;\n" ::: "memory"); }
-// Barrier of the two consumer warpgroups alone (id 2).
-__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 2, 256;\n" ::: "memory"); }
 // 128B-swizzle K-major descriptor (SBO = 1024: 8 token rows of 128 bytes; LBO unused).
 __device__ __forceinline__ uint64_t make_desc_sw128(uint32_t saddr) {
   return static_cast<uint64_t>((saddr >> 4) & 0x3FFF) | (1ull << 16) | (64ull << 32) | (1ull << 62);
@@ -262,7 +253,6 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
   using T = Tile<BT>;
   static_assert(ACT == kActTma || BT <= 16, "the fused quantizer serves decode tiles");
   static_assert(MODE != kSplitCluster || BT <= 64, "split-K serves decode tiles");
-  static_assert(MODE != kStreamK || (BT <= 64 && ACT == kActTma), "the streaming mode serves decode tiles");
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t raw_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t smem_base = (raw_base + 1023u) & ~1023u;
@@ -339,68 +329,21 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
   // weight tile fastest within a slot.
   constexpr int kGroupN = 16;
   const int tiles_m = (p.M + BT - 1) / BT;
-  auto tile_origin = [&](int tile, int& n0, int& m0) {
-    const int group = tile / (kGroupN * tiles_m);
-    const int first_n = group * kGroupN;
-    const int gn = min(kGroupN, tiles_n - first_n);
-    const int within = tile - group * kGroupN * tiles_m;
-    n0 = grouped ? (tile % tiles_n) * 128 : (first_n + within % gn) * 128;
-    m0 = grouped ? group_info[1] : (within / gn) * BT;
-  };
+  const int pid = blockIdx.x;
+  const int group = pid / (kGroupN * tiles_m);
+  const int first_n = group * kGroupN;
+  const int gn = min(kGroupN, tiles_n - first_n);
+  const int within = pid - group * kGroupN * tiles_m;
+  const int n0 = grouped ? (pid % tiles_n) * 128 : (first_n + within % gn) * 128;
+  const int m0 = grouped ? group_info[1] : (within / gn) * BT;
   const int m_end = grouped ? group_info[2] : p.M;  // rows past it belong to another group or lie past M
-  const int rank = MODE == kSplitCluster || MODE == kSplitPartials ? static_cast<int>(blockIdx.z) : 0;
-  const int splits = MODE == kSplitCluster || MODE == kSplitPartials ? static_cast<int>(gridDim.z) : 1;
-
-  // The CTA's work is a list of segments, each a run of chunks [c0, c1) of one tile. kStreamK: the CTA's share of the
-  // (tile, chunk) units, tile-major, [b * U / G, (b + 1) * U / G) for CTA b of G; every other mode: one segment, the
-  // tile of blockIdx.x and the chunks of its rank.
-  struct Segment {
-    int tile, c0, c1;
-    int n0, m0, kbeg, kend, ntiles;
-  };
-  const int64_t units = static_cast<int64_t>(tiles_m) * tiles_n * p.nchunks;
-  const int64_t u_begin = MODE == kStreamK ? static_cast<int64_t>(blockIdx.x) * units / gridDim.x : 0;
-  const int64_t u_end = MODE == kStreamK ? (static_cast<int64_t>(blockIdx.x) + 1) * units / gridDim.x : 0;
-  auto make_segment = [&](int tile, int c0, int c1) {
-    Segment g;
-    g.tile = tile;
-    g.c0 = c0;
-    g.c1 = c1;
-    tile_origin(tile, g.n0, g.m0);
-    g.kbeg = c0 * p.kc;
-    g.kend = min(p.K, c1 * p.kc);
-    g.ntiles = (g.kend - g.kbeg + T::BK - 1) / T::BK;
-    return g;
-  };
-  auto segment_at = [&](int64_t u) {  // kStreamK: the segment that starts at unit u
-    const int c0 = static_cast<int>(u % p.nchunks);
-    return make_segment(static_cast<int>(u / p.nchunks), c0,
-                        static_cast<int>(min(static_cast<int64_t>(p.nchunks), c0 + (u_end - u))));
-  };
-  // Whether a segment follows `g`, and which (kStreamK only: the other modes have one).
-  auto next_segment = [&](const Segment& g, Segment& next) {
-    if constexpr (MODE != kStreamK) return false;
-    const int64_t u = static_cast<int64_t>(g.tile) * p.nchunks + g.c1;
-    if (u >= u_end) return false;
-    next = segment_at(u);
-    return true;
-  };
-  const int c_begin = MODE == kSplitCluster || MODE == kSplitPartials ? rank * p.cpc : 0;
-  const int c_end = MODE == kSplitCluster || MODE == kSplitPartials ? min(p.nchunks, c_begin + p.cpc) : p.nchunks;
-  // The first segment (an empty one for a kStreamK CTA without units: the grid is never larger than the units).
-  if (MODE == kStreamK && u_begin >= u_end) return;  // (the launcher sizes the grid so that this does not happen)
-  const Segment first_seg = MODE == kStreamK ? (u_begin < u_end ? segment_at(u_begin) : make_segment(0, 0, 0))
-                                             : make_segment(static_cast<int>(blockIdx.x), c_begin, c_end);
-  // Stages of the whole CTA (the ring position runs on across segments).
-  int total_stages = 0;
-  if (MODE != kStreamK || u_begin < u_end) {
-    Segment g = first_seg;
-    do total_stages += max(0, g.ntiles);
-    while (next_segment(g, g));
-  }
-  // The single-segment modes' tile (the fused quantizer and the non-streaming epilogues use these).
-  const int n0 = first_seg.n0, m0 = first_seg.m0;
-  const int kbeg = first_seg.kbeg, kend = first_seg.kend, ntiles = first_seg.ntiles;
+  const int rank = MODE == kWholeK ? 0 : static_cast<int>(blockIdx.z);
+  const int splits = MODE == kWholeK ? 1 : static_cast<int>(gridDim.z);
+  const int c_begin = MODE == kWholeK ? 0 : rank * p.cpc;
+  const int c_end = MODE == kWholeK ? p.nchunks : min(p.nchunks, c_begin + p.cpc);
+  const int kbeg = c_begin * p.kc;
+  const int kend = min(p.K, c_end * p.kc);
+  const int ntiles = (kend - kbeg + T::BK - 1) / T::BK;
   const int rows_valid = min(BT, m_end - m0);
   const int slabs = min(8, (p.N + kSlabRows - 1) / kSlabRows - n0 / kSlabRows);
   const bool per_token = ACT == kActQuant && p.static_scale == nullptr;
@@ -411,10 +354,7 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
   // Distributed shared memory may be written only once every CTA of the cluster runs.
   if (amax_exchange) cluster_sync();
 
-  auto kgroups_of = [&](const Segment& g, int kt) {
-    return min(T::KG, (g.kend - (g.kbeg + kt * T::BK) + kKGroup - 1) / kKGroup);
-  };
-  auto kgroups_in = [&](int kt) { return kgroups_of(first_seg, kt); };
+  auto kgroups_in = [&](int kt) { return min(T::KG, (kend - (kbeg + kt * T::BK) + kKGroup - 1) / kKGroup); };
 
   if (tid < 128) {
     // ============================== producer warpgroup ==============================
@@ -424,56 +364,43 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
     }
     // thread 0: the stage's weights and scales (and bf16 activations); `weights` also arms the stage's barrier with
     // every byte of the stage, so the activations may follow in a second call.
-    // Ring position q holds stage kt of segment g.
-    auto issue_stage = [&](int q, const Segment& g, int kt, bool weights, bool acts) {
-      const int s = q % T::STAGES;
-      const int k0 = g.kbeg + kt * T::BK;
-      const int kgc = kgroups_of(g, kt);
-      const int g_slabs = min(8, (p.N + kSlabRows - 1) / kSlabRows - g.n0 / kSlabRows);
+    auto issue = [&](int kt, bool weights = true, bool acts = true) {
+      const int s = kt % T::STAGES;
+      const int k0 = kbeg + kt * T::BK;
+      const int kgc = kgroups_in(kt);
       const uint32_t stage = smem_base + s * T::kStage;
-      const uint32_t bytes = g_slabs * kgc * kGroupBytes + (ACT == kActTma ? kgc * T::kActBox : 0);
+      const uint32_t bytes = slabs * kgc * kGroupBytes + (ACT == kActTma ? kgc * T::kActBox : 0);
       if (weights) mbar_expect_tx(full(s), bytes);
       if constexpr (ACT == kActQuant) {
         // The raw activations land in the stage's activation boxes (same 128B-swizzled layout), where the producer
         // warpgroup quantizes them in place; they complete on their own barrier.
         mbar_expect_tx(xraw(s), kgc * T::kActBox);
-        for (int kg = 0; kg < kgc; ++kg) tma_2d(stage + kg * T::kActBox, &tm_act, k0 + kg * kKGroup, g.m0, xraw(s));
+        for (int kg = 0; kg < kgc; ++kg) tma_2d(stage + kg * T::kActBox, &tm_act, k0 + kg * kKGroup, m0, xraw(s));
       }
       const uint8_t* src = p.w + grp * p.w_group_stride +
-                           (static_cast<int64_t>(g.n0 / kSlabRows) * p.kg_total + k0 / kKGroup) * kGroupBytes;
+                           (static_cast<int64_t>(n0 / kSlabRows) * p.kg_total + k0 / kKGroup) * kGroupBytes;
       if (weights)
-        for (int j = 0; j < g_slabs; ++j)
+        for (int j = 0; j < slabs; ++j)
           bulk_g2s(stage + T::kAct + j * T::kSlabBytes, src + static_cast<int64_t>(j) * p.kg_total * kGroupBytes,
                    kgc * kGroupBytes, full(s));
       if constexpr (ACT == kActTma) {
         if (acts)
-          for (int kg = 0; kg < kgc; ++kg) tma_2d(stage + kg * T::kActBox, &tm_act, k0 + kg * kKGroup, g.m0, full(s));
+          for (int kg = 0; kg < kgc; ++kg) tma_2d(stage + kg * T::kActBox, &tm_act, k0 + kg * kKGroup, m0, full(s));
       }
     };
-    auto issue = [&](int kt) { issue_stage(kt, first_seg, kt, true, true); };  // the single-segment modes
     if constexpr (ACT == kActTma) {
       if (tid == 0) {
-        // A cursor over (segment, stage within it), in ring order.
-        Segment g = first_seg;
-        int kt = 0, q = 0;
-        auto step = [&](Segment& seg, int& k) {
-          if (++k == seg.ntiles) {
-            k = 0;
-            next_segment(seg, seg);
-          }
-        };
+        int kt = 0;
         if (p.after_prior) {
           // The weights of the first ring do not depend on the quantizer: they stream while it finishes.
-          const int first = min(T::STAGES, total_stages);
-          for (; q < first; ++q, step(g, kt)) issue_stage(q, g, kt, true, false);
+          const int first = min(T::STAGES, ntiles);
+          for (; kt < first; ++kt) issue(kt, true, false);
           grid_dependency_wait();
-          Segment g2 = first_seg;
-          int kt2 = 0;
-          for (int j = 0; j < first; ++j, step(g2, kt2)) issue_stage(j, g2, kt2, false, true);
+          for (int j = 0; j < first; ++j) issue(j, false, true);
         }
-        for (; q < total_stages; ++q, step(g, kt)) {
-          if (q >= T::STAGES) mbar_wait(empty(q % T::STAGES), ((q / T::STAGES) - 1) & 1);
-          issue_stage(q, g, kt, true, true);
+        for (; kt < ntiles; ++kt) {
+          if (kt >= T::STAGES) mbar_wait(empty(kt % T::STAGES), ((kt / T::STAGES) - 1) & 1);
+          issue(kt);
         }
       }
     } else {
@@ -606,9 +533,9 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
   const int rA = wg * 64 + warp * 16 + g;  // this thread's rows: rA and rA + 8 (tile-local)
   const uint32_t slab_off = T::kAct + (wg * 4 + warp) * T::kSlabBytes;
 
-  constexpr int NS = MODE == kWholeK || MODE == kStreamK ? 1 : T::kMaxCpc;
+  constexpr int NS = MODE == kWholeK ? 1 : T::kMaxCpc;
   float acc[BT / 2];
-  float sums[NS][BT / 2];  // kWholeK, kStreamK: the running total; split modes: each chunk's sum
+  float sums[NS][BT / 2];  // kWholeK: the running total; split modes: each chunk's sum
 #pragma unroll
   for (int i = 0; i < BT / 2; ++i) {
     acc[i] = 0.0f;
@@ -631,128 +558,66 @@ __global__ void __launch_bounds__(kThreads, Tile<BT>::kMinBlocks)
       dequant_step(wd[s], table[sw & 0xFF], table[(sw >> 8) & 0xFF], af[s]);
     }
   };
+
+  int local_chunk = 0;
+  mbar_wait(full(0), 0);
+  load_raw(smem_base, 0);
+  for (int kt = 0; kt < ntiles; ++kt) {
+    const int s = kt % T::STAGES;
+    const uint32_t stage = smem_base + s * T::kStage;
+    const int kgc = kgroups_in(kt);
+#pragma unroll
+    for (int kg = 0; kg < T::KG; ++kg) {
+      if (kg < kgc) {
+        uint32_t(&af)[4][4] = afrag[kg & 1];
+        dequant(af);
+        wgmma_fence();
+        fence_regs(acc);
+#pragma unroll
+        for (int s4 = 0; s4 < 4; ++s4)
+          WgmmaRS<BT>::mma(acc, af[s4], make_desc_sw128(stage + kg * T::kActBox + s4 * 32), 1);
+        wgmma_commit();
+        fence_regs(acc);
+        // The next group's raw words, read while this group's wgmmas run.
+        if (kg + 1 < kgc) {
+          load_raw(stage, kg + 1);
+        } else if (kt + 1 < ntiles) {
+          const int s1 = (kt + 1) % T::STAGES;
+          mbar_wait(full(s1), ((kt + 1) / T::STAGES) & 1);
+          load_raw(smem_base + s1 * T::kStage, 0);
+        }
+        wgmma_wait<1>();
+        // Every group issued before this one has completed, the previous stage's last one included: its slot is free.
+        if (kg == 0 && kt > 0 && lane == 0) mbar_arrive(empty((kt - 1) % T::STAGES));
+      }
+    }
+    const int k1 = kbeg + (kt + 1) * T::BK;
+    if (k1 % p.kc == 0 || kt + 1 == ntiles) {  // a chunk ends with this stage
+      wgmma_wait<0>();
+      fence_regs(acc);
+#pragma unroll
+      for (int i = 0; i < BT / 2; ++i) {
+        if constexpr (MODE == kWholeK) {
+          sums[0][i] = __fadd_rn(sums[0][i], acc[i]);
+        } else {
+#pragma unroll
+          for (int c = 0; c < NS; ++c)
+            if (c == local_chunk) sums[c][i] = acc[i];
+        }
+        acc[i] = 0.0f;
+      }
+      ++local_chunk;
+    }
+  }
+  wgmma_wait<0>();
+  if (p.after_prior) grid_dependency_wait();  // the epilogue reads the quantizer's per-row alphas
+
   // acc/sums index i = j*4 + h*2 + e holds token m0 + 8j + 2t + e, row n0 + rA + 8h.
   auto alpha_of = [&](int m) {
     if constexpr (ACT == kActQuant) return row_alpha(s2_row[m - m0], p.alpha[grp]);
     if (grouped) return p.row_scale ? row_alpha(p.row_scale[m], p.alpha[grp]) : p.alpha[grp];
     return p.alpha[p.alpha_per_row ? m : 0];
   };
-  // kStreamK: a tile split between CTAs keeps its chunk sums in partial slot `slot` (the CTA that holds the tile's
-  // first unit: no two split tiles share it), [slot][chunk][M][128] fp32.
-  auto stream_slot = [&](const Segment& sg) {
-    return static_cast<int>(((static_cast<int64_t>(sg.tile) * p.nchunks + 1) * gridDim.x - 1) / units);
-  };
-  auto stream_partial = [&](int slot, int c, int m, int n_local) {
-    return p.partial + ((static_cast<int64_t>(slot) * p.nchunks + c) * p.M + m) * 128 + n_local;
-  };
-  int* last_flag = group_info + 3;  // kStreamK: whether this CTA adds a split tile's chunk sums
-
-  int q = 0;  // ring position of the next stage
-  if (total_stages > 0) {
-    mbar_wait(full(0), 0);
-    load_raw(smem_base, 0);
-  }
-  Segment sg = first_seg;
-  for (bool more = true; more; more = next_segment(sg, sg)) {
-    // kStreamK: a segment of every chunk of its tile is added in registers and stored at once.
-    const bool whole = MODE == kWholeK || (MODE == kStreamK && sg.c0 == 0 && sg.c1 == p.nchunks);
-    const int stream_slot_of_sg = MODE == kStreamK && !whole ? stream_slot(sg) : 0;
-    int local_chunk = 0;
-    for (int kt = 0; kt < sg.ntiles; ++kt, ++q) {
-      const int s = q % T::STAGES;
-      const uint32_t stage = smem_base + s * T::kStage;
-      const int kgc = kgroups_of(sg, kt);
-#pragma unroll
-      for (int kg = 0; kg < T::KG; ++kg) {
-        if (kg < kgc) {
-          uint32_t(&af)[4][4] = afrag[kg & 1];
-          dequant(af);
-          wgmma_fence();
-          fence_regs(acc);
-#pragma unroll
-          for (int s4 = 0; s4 < 4; ++s4)
-            WgmmaRS<BT>::mma(acc, af[s4], make_desc_sw128(stage + kg * T::kActBox + s4 * 32), 1);
-          wgmma_commit();
-          fence_regs(acc);
-          // The next group's raw words, read while this group's wgmmas run.
-          if (kg + 1 < kgc) {
-            load_raw(stage, kg + 1);
-          } else if (q + 1 < total_stages) {
-            const int s1 = (q + 1) % T::STAGES;
-            mbar_wait(full(s1), ((q + 1) / T::STAGES) & 1);
-            load_raw(smem_base + s1 * T::kStage, 0);
-          }
-          wgmma_wait<1>();
-          // Every group issued before this one has completed, the previous stage's last one included: its slot is
-          // free.
-          if (kg == 0 && q > 0 && lane == 0) mbar_arrive(empty((q - 1) % T::STAGES));
-        }
-      }
-      const int k1 = sg.kbeg + (kt + 1) * T::BK;
-      if (k1 % p.kc == 0 || kt + 1 == sg.ntiles) {  // a chunk ends with this stage
-        wgmma_wait<0>();
-        fence_regs(acc);
-#pragma unroll
-        for (int i = 0; i < BT / 2; ++i) {
-          if (whole) {
-            sums[0][i] = __fadd_rn(sums[0][i], acc[i]);
-          } else if constexpr (MODE == kStreamK) {
-            const int j = i / 4, h = (i / 2) % 2, e = i % 2;
-            const int m = sg.m0 + 8 * j + 2 * t + e, nl = rA + 8 * h;
-            if (m < p.M && sg.n0 + nl < p.N) __stcg(stream_partial(stream_slot_of_sg, sg.c0 + local_chunk, m, nl), acc[i]);
-          } else {
-#pragma unroll
-            for (int c = 0; c < NS; ++c)
-              if (c == local_chunk) sums[c][i] = acc[i];
-          }
-          acc[i] = 0.0f;
-        }
-        ++local_chunk;
-      }
-    }
-    if constexpr (MODE == kStreamK) {
-      if (p.after_prior) grid_dependency_wait();  // the per-row alphas and the zeroed counters are the quantizer's
-      if (whole) {
-#pragma unroll
-        for (int i = 0; i < BT / 2; ++i) {
-          const int j = i / 4, h = (i / 2) % 2, e = i % 2;
-          const int m = sg.m0 + 8 * j + 2 * t + e, n = sg.n0 + rA + 8 * h;
-          if (m < p.M && n < p.N) store_output<OutT>(p, m, n, sums[0][i], alpha_of(m));
-          sums[0][i] = 0.0f;
-        }
-      } else {
-        // Last-arriver fixup: each CTA of the tile publishes its chunk sums, then counts its chunks into the slot's
-        // counter; the CTA that completes the count adds all the tile's chunk sums in chunk order (0 + s0 + s1 + ...,
-        // the order of every other path) and stores the tile. Nobody waits for another CTA.
-        __threadfence();
-        consumer_sync();
-        if (ctid == 0) {
-          const int mine = sg.c1 - sg.c0;
-          *last_flag = atomicAdd(p.tile_counters + stream_slot_of_sg, mine) + mine == p.nchunks;
-        }
-        consumer_sync();
-        if (*last_flag) {
-          __threadfence();
-#pragma unroll
-          for (int i = 0; i < BT / 2; ++i) {
-            const int j = i / 4, h = (i / 2) % 2, e = i % 2;
-            const int m = sg.m0 + 8 * j + 2 * t + e, nl = rA + 8 * h;
-            if (m < p.M && sg.n0 + nl < p.N) {
-              float total = 0.0f;
-              for (int c = 0; c < p.nchunks; ++c)
-                total = __fadd_rn(total, __ldcg(stream_partial(stream_slot_of_sg, c, m, nl)));
-              store_output<OutT>(p, m, sg.n0 + nl, total, alpha_of(m));
-            }
-          }
-        }
-        consumer_sync();  // the flag is read by every thread before the next segment may write it
-      }
-    }
-  }
-  wgmma_wait<0>();
-  if constexpr (MODE == kStreamK) return;
-  if (p.after_prior) grid_dependency_wait();  // the epilogue reads the quantizer's per-row alphas
-
   if constexpr (MODE == kWholeK) {
 #pragma unroll
     for (int i = 0; i < BT / 2; ++i) {
@@ -815,7 +680,7 @@ struct LaunchArgs {
   int mode;      // KernelMode
   int act;       // ActSource
   int out_dtype;  // nvfp4_dtype; with kActQuant also the activations' dtype
-  int splits;    // CTAs per tile along K (gridDim.z) in the split modes; kStreamK: the CTAs (gridDim.x)
+  int splits;    // CTAs per tile along K (gridDim.z) in the split modes
   int64_t grouped_slots;  // grouped GEMM (GemmParams::group_offsets): token tiles launched per weight tile; else 0
   int pdl;                // launch as a programmatic dependent of the previous kernel (GemmParams::after_prior)
 };

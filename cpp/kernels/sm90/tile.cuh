@@ -28,8 +28,7 @@ int launch_kernel(const GemmParams& p, const LaunchArgs& a, const CUtensorMap* t
   const int64_t tiles = tiles_m * ((p.N + 127) / 128);
   if (tiles > INT32_MAX) return fail(NVFP4_ERR_INVALID_ARGUMENT, "nvfp4_sm90_linear: too many tiles");
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = MODE == kStreamK ? dim3(static_cast<unsigned>(splits), 1, 1)
-                                 : dim3(static_cast<unsigned>(tiles), 1, MODE == kWholeK ? 1 : splits);
+  cfg.gridDim = dim3(static_cast<unsigned>(tiles), 1, MODE == kWholeK ? 1 : splits);
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = Tile<BT>::kTotal;
   cfg.stream = stream;
@@ -60,9 +59,6 @@ int launch_mode(const GemmParams& p, const LaunchArgs& a, const CUtensorMap* tm,
       break;
     case kSplitPartials:
       if constexpr (ACT == kActTma) return launch_kernel<BT, OutT, kSplitPartials, ACT, XT>(p, a, tm, stream);
-      break;
-    case kStreamK:
-      if constexpr (BT <= 64 && ACT == kActTma) return launch_kernel<BT, OutT, kStreamK, ACT, XT>(p, a, tm, stream);
       break;
     default:
       return launch_kernel<BT, OutT, kWholeK, ACT, XT>(p, a, tm, stream);

@@ -287,12 +287,12 @@ BACKEND = Sm90Backend()
 
 # --- the plan the library follows, and the switches for tests and benchmarks (none changes a bit) ------------------
 
-SplitReduce = Literal["none", "cluster", "kernel", "stream"]
-ForcedReduce = Literal["auto", "cluster", "kernel", "stream"]
+SplitReduce = Literal["none", "cluster", "kernel"]
+ForcedReduce = Literal["auto", "cluster", "kernel"]
 ForcedFused = Literal["auto", "always", "never"]
 # NVFP4_SM90_REDUCE_* of nvfp4.h
-_REDUCE_NAMES: dict[int, SplitReduce] = {0: "none", 1: "cluster", 2: "kernel", 3: "stream"}
-_REDUCE_CODES = {"auto": 0, "cluster": 1, "kernel": 2, "stream": 3}
+_REDUCE_NAMES: dict[int, SplitReduce] = {0: "none", 1: "cluster", 2: "kernel"}
+_REDUCE_CODES = {"auto": 0, "cluster": 1, "kernel": 2}
 _FUSED_CODES = {"auto": 0, "always": 1, "never": 2}
 
 
@@ -301,9 +301,8 @@ class Sm90Plan:
     token_tile: int  # wgmma N of the kernel: 8, 16, 32, 64 or 128
     chunk_k: int  # K chunk length; fixes every output's reduction order
     chunks: int  # number of K chunks
-    splits: int  # CTAs a tile's chunks are spread over (1: whole K per CTA); "stream": the CTAs of the grid
-    reduce: SplitReduce  # how split calls add their chunk sums ("none": the call does not split; "stream": units
-    # of (tile, chunk) dealt out to the CTAs, a split tile added by its last CTA)
+    splits: int  # CTAs a tile's chunks are spread over (1: whole K per CTA)
+    reduce: SplitReduce  # how split calls add their chunk sums ("none": the call does not split)
     fused: bool  # activations quantized inside the GEMM
 
 
