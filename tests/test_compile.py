@@ -52,12 +52,11 @@ def test_opcheck_quantizer_ops(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_reference_gemm(device):
     layer = NvFp4Linear.from_linear(nn.Linear(48, 8, dtype=torch.bfloat16)).to(device)
+    weight, weight_scale = layer.modelopt_weights()  # the reference op's operands (a kernel backend's layout differs)
     act = wide_spread(5, 48, seed=4).to(device)
     alpha = torch.ones(5, device=device)
     for bias in (None, torch.randn(8, dtype=torch.bfloat16, device=device)):
-        torch.library.opcheck(
-            mm_reference, (act, layer.weight, layer.weight_scale.view(torch.uint8), alpha, bias, torch.bfloat16)
-        )
+        torch.library.opcheck(mm_reference, (act, weight, weight_scale.view(torch.uint8), alpha, bias, torch.bfloat16))
 
 
 def test_opcheck_invariant_bf16_linear():

@@ -233,6 +233,13 @@ def from_pretrained(
     for k, v in rest.items():
         if v.dtype in (torch.uint8, torch.float8_e4m3fn, torch.int8):
             raise UnsupportedCheckpointError(f"nvfp4.from_pretrained: {k} is {dtype_name(v)} but belongs to no quantized Linear")
+    # What transformers' own loading keeps in float32 (the model class's _keep_in_fp32_modules_strict, which differs
+    # between transformers versions: DeepSeek-V3's e_score_correction_bias buffer, and in later versions its router
+    # weight) is float32 before the checkpoint's values are copied in, parameters and buffers alike.
+    keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if any(k in name for k in keep_fp32) and t.is_floating_point() and t.dtype != torch.float32:
+            t.data = t.data.float()
     missing, unexpected = model.load_state_dict(rest, strict=False)
     if unexpected:
         raise ValueError(f"nvfp4.from_pretrained: tensors the model does not have: {unexpected[:8]}")
@@ -245,7 +252,6 @@ def from_pretrained(
         raise ValueError(f"nvfp4.from_pretrained: tensors missing from the checkpoint: {missing[:8]}")
     if tied and hasattr(model, "tie_weights"):
         model.tie_weights()
-    keep_fp32 = tuple(getattr(model, "_keep_in_fp32_modules_strict", None) or ())  # e.g. DeepSeek-V3's router
     for name, p in model.named_parameters():
         if p.is_floating_point() and p.dtype != dtype and not isinstance(model.get_submodule(name.rpartition(".")[0]), NvFp4Linear):
             if not (p.dtype == torch.float32 and any(k in name for k in keep_fp32)):
