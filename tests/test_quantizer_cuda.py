@@ -46,11 +46,11 @@ def _assert_same(cuda_out, ref_out, what):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("static", [False, True])
-# Launch thresholds (quantize_activations.cu): rows of at most 2048 blocks (K <= 32768) take the resident kernel,
-# with 1, 2, 4 or 8 blocks per thread (more threads per row at M <= 64); longer rows (K = 32784, 40960) the streaming
-# kernel, chunked at M <= 64. K = 16 and 48 leave padding blocks in the swizzled scales; M_VALUES straddles 64 and
-# the 128-row scale tiles.
-@pytest.mark.parametrize("k", [16, 48, 1008, 4096, 12304, 16400, 28672, 32768, 32784, 40960])
+# Launch thresholds (quantize_activations.cu): at M <= 64 rows of at most 2048 blocks (K <= 32768) take the resident
+# kernel, one block per thread up to K = 16384, two above; at M > 64 only rows of at most 512 blocks (K <= 8192) do.
+# Longer rows take the streaming kernel, chunked at M <= 64 (K = 32784, 40960). K = 16 and 48 leave padding blocks in
+# the swizzled scales; M_VALUES straddles 64 and the 128-row scale tiles.
+@pytest.mark.parametrize("k", [16, 48, 1008, 4096, 8192, 8208, 12304, 16400, 28672, 32768, 32784, 40960])
 def test_bit_identical_to_reference(dtype, static, k):
     for m in M_VALUES:
         if (m * k > 4096 * 1008 and m > 1000) or (k > 16384 and m > 300):

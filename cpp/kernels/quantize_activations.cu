@@ -8,13 +8,13 @@
 // on how the launcher cuts the work: the quantizer is batch invariant whatever the launcher picks.
 //
 // Two kernels, one grid row per row (rows past the last real row, up to a multiple of 128, only zero the padding of
-// the swizzled scale buffer, and are launched only when there is one):
-//   - resident (rows of at most kResidentMaxGroups blocks): one CTA per row holds its row in registers, G blocks per
-//     thread, all loads issued at once; the row amax is a max over the raw bits reduced through shared memory, and
-//     the blocks are quantized from the registers. One read of the input, one write of each output: the pass is
-//     bandwidth-bound at large M and one load latency deep at M = 1. Decode-sized calls take more threads per row
-//     (fewer blocks per thread: the divisions of a block are the serial part), prefill-sized calls fewer, so that
-//     many rows share an SM.
+// the swizzled scale buffer, and are launched only when a scale buffer is written):
+//   - resident (rows of at most kResidentMaxGroups blocks, kPrefillResidentMaxGroups above kDecodeRows rows): one
+//     CTA per row holds its row in registers, G blocks per thread, all loads issued at once; the row amax is a max
+//     over the raw bits reduced through shared memory, and the blocks are quantized from the registers. One read of
+//     the input, one write of each output, one load latency deep at M = 1. Decode-sized calls take more threads per
+//     row (fewer blocks per thread: the divisions of a block are the serial part), prefill-sized calls fewer, so
+//     that several rows share an SM.
 //   - streaming (longer rows): the row's CTAs each compute the amax over the whole row (a max is exact in any
 //     order, so every CTA gets the same value) and quantize their chunk of blocks, re-reading it.
 #include <cuda_bf16.h>
@@ -36,16 +36,19 @@ namespace {
 constexpr int kBlock = kQuantBlock;
 
 // Resident kernel: at most this many blocks per thread (8 registers each) and threads per row.
-constexpr int kResidentMaxG = 8;
+constexpr int kResidentMaxG = 2;
 constexpr int kResidentMaxThreads = 1024;
-constexpr int64_t kResidentMaxGroups = 2048;  // 8 blocks x 256 threads, 2 x 1024: K <= 32768
+constexpr int64_t kResidentMaxGroups = kResidentMaxG * kResidentMaxThreads;  // K <= 32768
 // Threads per row the launcher aims under: decode-sized calls spread a row's divisions over many threads; larger
 // calls keep a row's CTA small so that several rows share an SM.
 constexpr int64_t kDecodeRows = 64;
 constexpr int kDecodeThreadsPerRow = 1024;
 constexpr int kPrefillThreadsPerRow = 256;
-// Register bound of the resident kernel with G blocks per thread: G <= 2 fits in 64 registers at 1024 threads.
-constexpr int resident_max_threads(int g) { return g <= 2 ? 1024 : (g == 4 ? 512 : 256); }
+// Above kDecodeRows rows, longer rows go to the streaming kernel. Measured on the H100, the resident kernel with 4
+// or 8 blocks per thread (two CTAs per SM) was slower: K = 28672, M = 8192: 1020 us resident, 532 us streaming
+// (M = 1024: 133 vs 92 us); K = 14336, M = 8192: 279 vs 266 us; at K <= 8192 (1 or 2 blocks per thread) the resident
+// kernel took 0.90-0.96x the streaming kernel's time.
+constexpr int64_t kPrefillResidentMaxGroups = kResidentMaxG * kPrefillThreadsPerRow;
 
 // Streaming kernel.
 constexpr int kStreamThreads = 128;
@@ -149,8 +152,8 @@ __device__ __forceinline__ uint32_t max_magnitude_bits(uint4 raw, uint32_t m) {
 }
 
 template <typename T, int G>
-__global__ void __launch_bounds__(resident_max_threads(G)) quantize_rows_resident_kernel(const T* __restrict__ x,
-                                                                                          const QuantArgs a) {
+__global__ void __launch_bounds__(kResidentMaxThreads) quantize_rows_resident_kernel(const T* __restrict__ x,
+                                                                                      const QuantArgs a) {
   allow_dependents();
   const int64_t row = blockIdx.x;
   const int64_t groups = a.cols / kBlock;
@@ -265,23 +268,17 @@ void launch_resident(const void* x, const QuantArgs& a, unsigned grid_rows, int 
 template <typename T>
 void launch(const void* x, const QuantArgs& a, unsigned grid_rows, cudaStream_t s) {
   const int64_t groups = a.cols / kBlock;
-  if (groups <= kResidentMaxGroups) {
-    // The fewest blocks per thread whose thread count fits the call's aim and the kernel's register bound.
-    const int aim = a.rows <= kDecodeRows ? kDecodeThreadsPerRow : kPrefillThreadsPerRow;
-    for (int g = 1; g <= kResidentMaxG; g *= 2) {
-      const int64_t threads = ((groups + g - 1) / g + 31) / 32 * 32;
-      if (threads > resident_max_threads(g) || (threads > aim && g < kResidentMaxG)) continue;
-      const int t = static_cast<int>(threads);
-      switch (g) {
-        case 1: return launch_resident<T, 1>(x, a, grid_rows, t, s);
-        case 2: return launch_resident<T, 2>(x, a, grid_rows, t, s);
-        case 4: return launch_resident<T, 4>(x, a, grid_rows, t, s);
-        default: return launch_resident<T, 8>(x, a, grid_rows, t, s);
-      }
-    }
+  const bool decode = a.rows <= kDecodeRows;
+  if (groups <= (decode ? kResidentMaxGroups : kPrefillResidentMaxGroups)) {
+    // One block per thread where the call's aim allows it, else two.
+    const int aim = decode ? kDecodeThreadsPerRow : kPrefillThreadsPerRow;
+    const int g = groups <= aim ? 1 : 2;
+    const int threads = static_cast<int>(((groups + g - 1) / g + 31) / 32 * 32);
+    if (g == 1) return launch_resident<T, 1>(x, a, grid_rows, threads, s);
+    return launch_resident<T, 2>(x, a, grid_rows, threads, s);
   }
-  const dim3 grid(grid_rows, static_cast<unsigned>((groups + 3) / 4 * 4 / a.groups_per_cta +
-                                                   ((groups + 3) / 4 * 4 % a.groups_per_cta != 0)));
+  const int64_t padded_groups = (groups + 3) / 4 * 4;
+  const dim3 grid(grid_rows, static_cast<unsigned>((padded_groups + a.groups_per_cta - 1) / a.groups_per_cta));
   quantize_rows_streaming_kernel<T><<<grid, kStreamThreads, 0, s>>>(static_cast<const T*>(x), a);
 }
 
