@@ -47,16 +47,15 @@ constexpr int kPrefillThreadsPerRow = 256;
 // Above kDecodeRows rows, longer rows go to the streaming kernel. Measured on the H100, the resident kernel with 4
 // or 8 blocks per thread (two CTAs per SM) was slower: K = 28672, M = 8192: 1020 us resident, 532 us streaming
 // (M = 1024: 133 vs 92 us); K = 14336, M = 8192: 279 vs 266 us; at K <= 8192 (1 or 2 blocks per thread) the resident
-// kernel took 0.90-0.96x the streaming kernel's time.
+// kernel took 0.83-0.96x the streaming kernel's time.
 constexpr int64_t kPrefillResidentMaxGroups = kResidentMaxG * kPrefillThreadsPerRow;
 
 // Streaming kernel.
 constexpr int kStreamThreads = 128;
 constexpr int64_t kMinGroupsPerCta = 2 * kStreamThreads;  // a chunk quantizes at least this many blocks
 constexpr int64_t kTargetCtas = 264;                      // about two CTAs per SM on an H100 or B200
-// Above this many rows every row is one CTA: measured on the H100, chunking 256 rows into 2 chunks made the
-// quantizer 1.1-2x slower (the second amax read costs more than the extra parallelism gains).
-constexpr int64_t kMaxChunkedRows = 64;
+// Only decode-sized calls (at most kDecodeRows rows) are chunked: measured on the H100, chunking 256 rows into 2
+// chunks made the quantizer 1.1-2x slower (the second amax read costs more than the extra parallelism gains).
 
 __device__ __forceinline__ int64_t swizzled_offset(int64_t row, int64_t group, int64_t groups4) {
   return ((row / 128) * groups4 + group / 4) * 512 + (row % 32) * 16 + ((row % 128) / 32) * 4 + (group % 4);
@@ -72,7 +71,7 @@ struct QuantArgs {
   uint8_t* packed_out;
   uint8_t* scales_out;
   __nv_bfloat16* dequant_out;
-  int64_t groups_per_cta;  // streaming kernel: blocks per CTA of a row
+  int64_t groups_per_cta;  // streaming kernel: blocks per CTA of a row (its launcher sets it)
 };
 
 // A GEMM launched as this kernel's programmatic dependent may start copying its weights now; it waits for this
@@ -277,9 +276,16 @@ void launch(const void* x, const QuantArgs& a, unsigned grid_rows, cudaStream_t 
     if (g == 1) return launch_resident<T, 1>(x, a, grid_rows, threads, s);
     return launch_resident<T, 2>(x, a, grid_rows, threads, s);
   }
+  // Column chunks of at least kMinGroupsPerCta blocks, about kTargetCtas CTAs in all for decode-sized calls.
   const int64_t padded_groups = (groups + 3) / 4 * 4;
-  const dim3 grid(grid_rows, static_cast<unsigned>((padded_groups + a.groups_per_cta - 1) / a.groups_per_cta));
-  quantize_rows_streaming_kernel<T><<<grid, kStreamThreads, 0, s>>>(static_cast<const T*>(x), a);
+  const int64_t max_chunks = (padded_groups + kMinGroupsPerCta - 1) / kMinGroupsPerCta;
+  int64_t chunks = decode ? (kTargetCtas + a.rows - 1) / a.rows : 1;
+  chunks = chunks < 1 ? 1 : (chunks > max_chunks ? max_chunks : chunks);
+  QuantArgs chunked = a;
+  chunked.groups_per_cta = (padded_groups + chunks - 1) / chunks;
+  const int64_t ctas_per_row = (padded_groups + chunked.groups_per_cta - 1) / chunked.groups_per_cta;
+  const dim3 grid(grid_rows, static_cast<unsigned>(ctas_per_row));
+  quantize_rows_streaming_kernel<T><<<grid, kStreamThreads, 0, s>>>(static_cast<const T*>(x), chunked);
 }
 
 }  // namespace
@@ -320,11 +326,7 @@ int quantize_rows(const void* x, int x_dtype, int64_t rows, int64_t cols, int64_
   a.packed_out = packed_out;
   a.scales_out = scales_out;
   a.dequant_out = static_cast<__nv_bfloat16*>(dequant_out);
-  const int64_t padded_groups = (cols / 16 + 3) / 4 * 4;
-  const int64_t max_chunks = (padded_groups + kMinGroupsPerCta - 1) / kMinGroupsPerCta;
-  int64_t chunks = rows <= kMaxChunkedRows ? (kTargetCtas + rows - 1) / rows : 1;
-  chunks = chunks < 1 ? 1 : (chunks > max_chunks ? max_chunks : chunks);
-  a.groups_per_cta = (padded_groups + chunks - 1) / chunks;
+  a.groups_per_cta = 0;  // set by the launcher for the streaming kernel
   // Rows up to the next multiple of 128 exist only in the swizzled scale buffer.
   const unsigned grid_rows = static_cast<unsigned>(scales_out != nullptr ? (rows + 127) / 128 * 128 : rows);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
